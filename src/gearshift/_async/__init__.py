@@ -1,0 +1,1 @@
+"""The asyncio implementation; the blocking classes in ``gearshift._sync`` drive it."""

@@ -1,0 +1,197 @@
+"""AsyncAdminClient: gearmand's text admin protocol, replies parsed into typed rows."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import TracebackType
+
+from gearshift._async.net import READ_SIZE, ServerAddress, open_connection, parse_servers
+from gearshift.errors import ClosedError, ConnectionLost, GearmanTimeout
+from gearshift.protocol.adminreplies import (
+    AdminReplyReader,
+    FunctionStatus,
+    JobInfo,
+    PriorityStatus,
+    WorkerInfo,
+    check_ok,
+    check_token,
+    maxqueue_command,
+    parse_error,
+    parse_priority_status,
+    parse_show_jobs,
+    parse_show_unique_jobs,
+    parse_status,
+    parse_workers,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class AsyncAdminClient:
+    """Admin commands for one server over one connection, opened on first use.
+
+    Commands are sent one at a time; concurrent callers queue behind a lock.
+
+    Args:
+        server: ``"host:port"`` (or a ServerAddress); None reads ``GEARMAN_SERVERS``
+            and uses its first entry.
+        connect_timeout: seconds allowed for connecting.
+        timeout: seconds allowed for each reply; None waits forever.
+    """
+
+    def __init__(
+        self,
+        server: str | ServerAddress | None = None,
+        *,
+        connect_timeout: float | None = 10.0,
+        timeout: float | None = 30.0,
+    ) -> None:
+        self.server = parse_servers(server)[0]
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    async def __aenter__(self) -> AsyncAdminClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection; the client cannot be used afterwards."""
+        self._closed = True
+        self._drop()
+
+    def _drop(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+    async def command(self, command: str) -> list[str]:
+        """Send one admin command and return its reply lines (list replies without ``.``).
+
+        ``ERR`` replies are returned as they are; the typed methods raise for them.
+
+        Raises:
+            ClosedError: the client was closed.
+            ConnectError, ConnectTimeout: the server could not be reached.
+            ConnectionLost: the server closed the connection before replying.
+            GearmanTimeout: no complete reply within ``timeout``.
+        """
+        if self._closed:
+            raise ClosedError("admin client is closed")
+        if "\n" in command or "\r" in command:
+            raise ValueError("admin command must be one line")
+        async with self._lock:
+            if self._writer is None:
+                self._reader, self._writer = await open_connection(
+                    self.server, connect_timeout=self.connect_timeout, keepalive=False
+                )
+            reader, writer = self._reader, self._writer
+            assert reader is not None
+            parser = AdminReplyReader()
+            parser.expect(command)
+            try:
+                writer.write(command.encode() + b"\r\n")
+                async with asyncio.timeout(self.timeout):
+                    while True:
+                        data = await reader.read(READ_SIZE)
+                        if not data:
+                            raise ConnectionLost(f"{self.server} closed the admin connection")
+                        replies = parser.feed(data)
+                        if replies:
+                            return replies[0]
+            except TimeoutError as exc:
+                self._drop()
+                raise GearmanTimeout(f"no reply to {command!r} from {self.server}") from exc
+            except OSError as exc:
+                self._drop()
+                raise ConnectionLost(f"admin connection to {self.server} failed: {exc}") from exc
+            except BaseException:
+                self._drop()
+                raise
+
+    async def raw(self, command: str) -> list[str]:
+        """Send any admin command; return the reply lines as the server wrote them."""
+        return await self.command(command)
+
+    async def status(self) -> list[FunctionStatus]:
+        """``status``: per function, jobs queued+running, running, and workers."""
+        return parse_status(await self.command("status"))
+
+    async def priority_status(self) -> list[PriorityStatus]:
+        """``prioritystatus``: per function, queued jobs by priority, and workers."""
+        return parse_priority_status(await self.command("prioritystatus"))
+
+    async def workers(self) -> list[WorkerInfo]:
+        """``workers``: every connection with its client id and functions."""
+        return parse_workers(await self.command("workers"))
+
+    async def show_jobs(self) -> list[JobInfo]:
+        """``show jobs``: every job the server holds."""
+        return parse_show_jobs(await self.command("show jobs"))
+
+    async def show_unique_jobs(self) -> list[str]:
+        """``show unique jobs``: the unique id of every job."""
+        return parse_show_unique_jobs(await self.command("show unique jobs"))
+
+    async def version(self) -> str:
+        """``version``: the server's version string."""
+        return check_ok(await self.command("version"))
+
+    async def getpid(self) -> int:
+        """``getpid``: the server's process id."""
+        return int(check_ok(await self.command("getpid")))
+
+    async def verbose(self) -> str:
+        """``verbose``: the server's log level name."""
+        return check_ok(await self.command("verbose"))
+
+    async def cancel_job(self, handle: str) -> None:
+        """``cancel job H``: fail the job's clients and drop it before it runs.
+
+        Raises:
+            UnknownJob: no such job.
+        """
+        check_ok(await self.command(f"cancel job {check_token(handle, 'handle')}"))
+
+    async def create_function(self, function: str) -> None:
+        """``create function F`` (get-or-create)."""
+        check_ok(await self.command(f"create function {check_token(function, 'function')}"))
+
+    async def drop_function(self, function: str) -> None:
+        """``drop function F``.
+
+        Raises:
+            ServerError: the function is unknown or still has workers or running jobs.
+        """
+        check_ok(await self.command(f"drop function {check_token(function, 'function')}"))
+
+    async def maxqueue(self, function: str, size: int | tuple[int, int, int] | None = None) -> None:
+        """``maxqueue F [N | H N L]``: limit the queue (0 or less = unlimited, None = reset)."""
+        check_ok(await self.command(maxqueue_command(check_token(function, "function"), size)))
+
+    async def shutdown(self, graceful: bool = False) -> None:
+        """``shutdown [graceful]``.
+
+        gearmand since 1.1.15 answers ``ERR UNKNOWN_COMMAND`` (raised as InvalidCommand);
+        gearshift and older servers stop.  The server may close the connection instead
+        of answering, which counts as success.
+        """
+        try:
+            lines = await self.command("shutdown graceful" if graceful else "shutdown")
+        except ConnectionLost:
+            return
+        finally:
+            self._drop()
+        if lines and lines[0].startswith("ERR"):
+            raise parse_error(lines[0])

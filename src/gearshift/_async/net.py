@@ -1,0 +1,117 @@
+"""Server addresses and TCP connections shared by the asyncio client, worker and admin."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from gearshift.errors import ConnectError, ConnectTimeout
+
+DEFAULT_PORT = 4730
+#: Environment variable holding a default server list, as libgearman reads it.
+SERVERS_ENV = "GEARMAN_SERVERS"
+#: Read size for socket reads.
+READ_SIZE = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAddress:
+    """One server's host and port; ``str()`` gives ``host:port``."""
+
+    host: str
+    port: int = DEFAULT_PORT
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> ServerAddress:
+        """Parse ``host``, ``host:port``, ``[v6]:port`` or ``v6``.
+
+        Raises:
+            ValueError: an empty host or a port that is not a number in 1..65535.
+        """
+        text = text.strip()
+        host, port = text, ""
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else ""
+        elif text.count(":") == 1:
+            host, _, port = text.partition(":")
+        if not host:
+            raise ValueError(f"no host in server address {text!r}")
+        if not port:
+            return cls(host)
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad port in server address {text!r}")
+        return cls(host, int(port))
+
+
+ServersArg = str | ServerAddress | tuple[str, int] | Iterable[str | ServerAddress | tuple[str, int]]
+
+
+def parse_servers(servers: ServersArg | None) -> list[ServerAddress]:
+    """Normalise a server list.
+
+    Accepts ``"h1:4730,h2:4731"``, a list of such strings, ``(host, port)`` tuples or
+    ServerAddress objects.  None (or an empty list) reads ``GEARMAN_SERVERS`` and falls
+    back to ``127.0.0.1:4730``.  Duplicates are dropped, order is kept.
+    """
+    if servers is None or (not isinstance(servers, str | tuple) and not servers):
+        servers = os.environ.get(SERVERS_ENV) or "127.0.0.1:4730"
+    items: list[ServerAddress] = []
+    if isinstance(servers, ServerAddress):
+        items.append(servers)
+    elif isinstance(servers, tuple) and len(servers) == 2 and isinstance(servers[1], int):
+        items.append(ServerAddress(str(servers[0]), servers[1]))
+    else:
+        entries = [servers] if isinstance(servers, str) else list(servers)
+        for entry in entries:
+            if isinstance(entry, ServerAddress):
+                items.append(entry)
+            elif isinstance(entry, tuple):
+                items.append(ServerAddress(str(entry[0]), int(entry[1])))
+            else:
+                items.extend(ServerAddress.parse(p) for p in str(entry).split(",") if p.strip())
+    if not items:
+        raise ValueError("empty server list")
+    return list(dict.fromkeys(items))
+
+
+def _set_keepalive(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    # Linux lets us notice a dead peer in about a minute instead of two hours.
+    for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+        opt = getattr(socket, name, None)
+        if opt is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, opt, value)
+
+
+async def open_connection(
+    address: ServerAddress, *, connect_timeout: float | None, keepalive: bool
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to ``address`` (resolving its name each time), with TCP_NODELAY.
+
+    Raises:
+        ConnectTimeout: connecting took longer than ``connect_timeout``.
+        ConnectError: the connection was refused or the name did not resolve.
+    """
+    try:
+        async with asyncio.timeout(connect_timeout):
+            reader, writer = await asyncio.open_connection(
+                address.host, address.port, limit=READ_SIZE
+            )
+    except TimeoutError as exc:
+        raise ConnectTimeout(f"connecting to {address} timed out") from exc
+    except OSError as exc:
+        raise ConnectError(f"cannot connect to {address}: {exc}") from exc
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if keepalive:
+            _set_keepalive(sock)
+    return reader, writer

@@ -1,0 +1,1 @@
+"""Blocking classes: thin wrappers running the asyncio implementation on a private loop."""

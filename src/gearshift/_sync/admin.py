@@ -1,0 +1,108 @@
+"""AdminClient: the blocking face of AsyncAdminClient."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from gearshift._async.admin import AsyncAdminClient
+from gearshift._async.net import ServerAddress
+from gearshift._sync.portal import Portal
+from gearshift.protocol.adminreplies import FunctionStatus, JobInfo, PriorityStatus, WorkerInfo
+
+
+class AdminClient:
+    """Blocking admin client for one server; see AsyncAdminClient for the details.
+
+    Args:
+        server: ``"host:port"``; None reads ``GEARMAN_SERVERS`` and uses its first entry.
+        connect_timeout: seconds allowed for connecting.
+        timeout: seconds allowed for each reply; None waits forever.
+    """
+
+    def __init__(
+        self,
+        server: str | ServerAddress | None = None,
+        *,
+        connect_timeout: float | None = 10.0,
+        timeout: float | None = 30.0,
+    ) -> None:
+        self._async = AsyncAdminClient(server, connect_timeout=connect_timeout, timeout=timeout)
+        self.server = self._async.server
+        self._portal = Portal("gearshift-admin")
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection and stop the private event loop."""
+        if not self._portal.closed:
+            self._portal.call(self._async.aclose)
+            self._portal.close()
+
+    def command(self, command: str) -> list[str]:
+        """Send one admin command; return its reply lines (``ERR`` lines are not raised)."""
+        return self._portal.call(self._async.command, command)
+
+    def raw(self, command: str) -> list[str]:
+        """Send any admin command; return the reply lines as the server wrote them."""
+        return self._portal.call(self._async.raw, command)
+
+    def status(self) -> list[FunctionStatus]:
+        """``status``: per function, jobs queued+running, running, and workers."""
+        return self._portal.call(self._async.status)
+
+    def priority_status(self) -> list[PriorityStatus]:
+        """``prioritystatus``: per function, queued jobs by priority, and workers."""
+        return self._portal.call(self._async.priority_status)
+
+    def workers(self) -> list[WorkerInfo]:
+        """``workers``: every connection with its client id and functions."""
+        return self._portal.call(self._async.workers)
+
+    def show_jobs(self) -> list[JobInfo]:
+        """``show jobs``: every job the server holds."""
+        return self._portal.call(self._async.show_jobs)
+
+    def show_unique_jobs(self) -> list[str]:
+        """``show unique jobs``: the unique id of every job."""
+        return self._portal.call(self._async.show_unique_jobs)
+
+    def version(self) -> str:
+        """``version``: the server's version string."""
+        return self._portal.call(self._async.version)
+
+    def getpid(self) -> int:
+        """``getpid``: the server's process id."""
+        return self._portal.call(self._async.getpid)
+
+    def verbose(self) -> str:
+        """``verbose``: the server's log level name."""
+        return self._portal.call(self._async.verbose)
+
+    def cancel_job(self, handle: str) -> None:
+        """``cancel job H``; raises UnknownJob for an unknown handle."""
+        self._portal.call(self._async.cancel_job, handle)
+
+    def create_function(self, function: str) -> None:
+        """``create function F`` (get-or-create)."""
+        self._portal.call(self._async.create_function, function)
+
+    def drop_function(self, function: str) -> None:
+        """``drop function F``; raises ServerError if it is unknown or busy."""
+        self._portal.call(self._async.drop_function, function)
+
+    def maxqueue(self, function: str, size: int | tuple[int, int, int] | None = None) -> None:
+        """``maxqueue F [N | H N L]``: limit the queue (0 or less = unlimited, None = reset)."""
+        self._portal.call(self._async.maxqueue, function, size)
+
+    def shutdown(self, graceful: bool = False) -> None:
+        """``shutdown [graceful]``; gearmand >= 1.1.15 raises InvalidCommand."""
+        self._portal.call(self._async.shutdown, graceful)

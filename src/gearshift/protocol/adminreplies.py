@@ -1,0 +1,307 @@
+"""Admin (text) protocol replies, parsed into typed rows; sans-IO.
+
+How it works: an admin command gets either one line (``OK ...``, ``ERR code text`` or,
+from the Perl server, a bare value) or a list of lines closed by a line holding a single
+``.``.  ``AdminReplyReader`` is fed bytes and returns complete replies as lists of
+``str`` lines; it must be told up front, per command, which kind of reply to expect
+(``expects_list``).  The ``parse_*`` functions turn those lines into frozen rows.
+
+Parsing is lenient, as gearadmin's own output is: lines may end in ``\\n`` or
+``\\r\\n``, columns may be separated by tabs or runs of spaces, and rows that do not
+fit are skipped rather than failing a whole listing.  ``ERR`` replies become the most
+specific ``ServerError`` through ``gearshift.errors.server_error``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass
+from typing import Final
+
+from gearshift.errors import ServerError, server_error
+
+#: Commands whose reply is a list closed by ``.`` (first token, lower case).
+LIST_COMMANDS: Final = frozenset({"status", "prioritystatus", "workers", "show", "jobs", "clients"})
+#: Commands whose reply is always a single line.
+SINGLE_COMMANDS: Final = frozenset(
+    {"version", "getpid", "verbose", "cancel", "create", "drop", "maxqueue", "shutdown"}
+)
+
+_CODE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionStatus:
+    """One row of ``status``.
+
+    Attributes:
+        name: the function name.
+        total: jobs queued or running (gearmand's TOTAL column).
+        running: jobs a worker is running now.
+        workers: workers registered for the function.
+    """
+
+    name: str
+    total: int
+    running: int
+    workers: int
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a worker (``total - running``)."""
+        return max(self.total - self.running, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class PriorityStatus:
+    """One row of ``prioritystatus``: queued (not running) jobs per priority."""
+
+    name: str
+    high: int
+    normal: int
+    low: int
+    workers: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One row of ``workers``: every connection, clients and admin ones included.
+
+    Attributes:
+        fd: the server's file descriptor number for the connection.
+        address: the peer's IP address.
+        client_id: what SET_CLIENT_ID set, or None (gearmand prints ``-``).
+        functions: registered functions, most recent first as gearmand lists them.
+    """
+
+    fd: int
+    address: str
+    client_id: str | None
+    functions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """One row of ``show jobs``.
+
+    Attributes:
+        handle: the job handle.
+        retries: how often the job was requeued after losing its worker.
+        ignored: the job will be dropped when reached (its clients left or it was cancelled).
+        background: the job came from a background submit (gearmand's QUEUED column).
+    """
+
+    handle: str
+    retries: int
+    ignored: bool
+    background: bool
+
+
+def expects_list(command: str) -> bool | None:
+    """Whether ``command``'s reply is a ``.``-terminated list.
+
+    Returns True or False when the command is known, None when only the first reply
+    line can tell (``OK``/``ERR`` mean a single line, anything else starts a list).
+    """
+    words = command.split()
+    if not words:
+        return False
+    name = words[0].lower()
+    if name in LIST_COMMANDS:
+        return True
+    if name in SINGLE_COMMANDS:
+        return False
+    return None
+
+
+def is_single_line_reply(line: str) -> bool:
+    """True for ``OK ...`` / ``ERR ...`` lines, which are complete replies on their own."""
+    return line == "OK" or line.startswith(("OK ", "ERR ")) or line == "ERR"
+
+
+class AdminReplyReader:
+    """Splits an admin reply stream into replies, one per command sent, in order.
+
+    Call ``expect(command)`` for each command as it is sent, then ``feed(data)``;
+    ``feed`` returns the replies completed so far, each a list of lines (without
+    terminators; a list reply does not include its closing ``.``).
+
+    Args:
+        max_line: the longest line accepted before the stream is declared broken.
+    """
+
+    def __init__(self, max_line: int = 1 << 20) -> None:
+        self._buf = bytearray()
+        self._expect: deque[bool | None] = deque()
+        self._lines: list[str] = []
+        self.max_line = max_line
+
+    def expect(self, command: str) -> None:
+        """Record that ``command`` was sent and its reply will follow the earlier ones."""
+        self._expect.append(expects_list(command))
+
+    @property
+    def pending(self) -> int:
+        """Replies still expected."""
+        return len(self._expect)
+
+    def feed(self, data: bytes) -> list[list[str]]:
+        """Add bytes; return the replies they complete.
+
+        Raises:
+            ValueError: a line longer than ``max_line``, or data nobody asked for.
+        """
+        self._buf += data
+        done: list[list[str]] = []
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl < 0:
+                if len(self._buf) > self.max_line:
+                    raise ValueError("admin reply line too long")
+                return done
+            raw = bytes(self._buf[:nl])
+            del self._buf[: nl + 1]
+            line = raw[:-1] if raw.endswith(b"\r") else raw
+            text = line.decode("utf-8", "replace")
+            if not self._expect:
+                raise ValueError(f"unexpected admin reply line {text!r}")
+            kind = self._expect[0]
+            if (
+                not self._lines
+                and kind is not True
+                and (kind is False or is_single_line_reply(text))
+            ):
+                self._expect.popleft()
+                done.append([text])
+                continue
+            if text == ".":
+                self._expect.popleft()
+                done.append(self._lines)
+                self._lines = []
+                continue
+            self._lines.append(text)
+
+
+def parse_error(line: str) -> ServerError:
+    """Turn an ``ERR code text`` line into the matching ServerError.
+
+    gearmand writes spaces in the text as ``+``; they are turned back into spaces.
+    Replies whose second word is not an upper-case code (``ERR function not found``)
+    get the code ``ERR`` and the whole message as text.
+    """
+    rest = line[3:].strip() if line.startswith("ERR") else line
+    code, _, text = rest.partition(" ")
+    if not _CODE.match(code):
+        return server_error("ERR", rest)
+    return server_error(code, text.replace("+", " "))
+
+
+def check_ok(lines: list[str]) -> str:
+    """Return what follows ``OK`` in a single-line reply; raise ServerError for ``ERR``.
+
+    A bare line (the Perl server's ``version``) is returned as it is.
+    """
+    line = lines[0] if lines else ""
+    if line.startswith("ERR"):
+        raise parse_error(line)
+    if line == "OK":
+        return ""
+    if line.startswith("OK "):
+        return line[3:].strip()
+    return line.strip()
+
+
+def _check_list(lines: list[str]) -> list[str]:
+    # A list command answered with a single ERR line (an old or foreign server).
+    if len(lines) == 1 and lines[0].startswith("ERR"):
+        raise parse_error(lines[0])
+    return lines
+
+
+def _fields(line: str) -> list[str]:
+    return line.split("\t") if "\t" in line else line.split()
+
+
+def _int(text: str) -> int:
+    text = text.strip()
+    return int(text) if text.lstrip("-").isdigit() else 0
+
+
+def parse_status(lines: list[str]) -> list[FunctionStatus]:
+    """Parse ``status`` rows: ``FUNC\\tTOTAL\\tRUNNING\\tWORKERS``."""
+    rows = []
+    for line in _check_list(lines):
+        f = _fields(line)
+        if len(f) >= 4:
+            rows.append(FunctionStatus(f[0], _int(f[1]), _int(f[2]), _int(f[3])))
+    return rows
+
+
+def parse_priority_status(lines: list[str]) -> list[PriorityStatus]:
+    """Parse ``prioritystatus`` rows: ``FUNC\\tHIGH\\tNORMAL\\tLOW\\tWORKERS``."""
+    rows = []
+    for line in _check_list(lines):
+        f = _fields(line)
+        if len(f) >= 5:
+            rows.append(PriorityStatus(f[0], _int(f[1]), _int(f[2]), _int(f[3]), _int(f[4])))
+    return rows
+
+
+def parse_workers(lines: list[str]) -> list[WorkerInfo]:
+    """Parse ``workers`` rows: ``FD IP CLIENT-ID : f1 f2 ...``."""
+    rows = []
+    for line in _check_list(lines):
+        head, sep, tail = line.partition(":")
+        # IPv6 addresses contain colons: the separator is the " : " after the client id.
+        if " : " in line:
+            head, _, tail = line.partition(" : ")
+        elif line.rstrip().endswith(" :"):
+            head, tail = line.rstrip()[:-2], ""
+        elif not sep:
+            continue
+        parts = head.split()
+        if len(parts) < 3:
+            continue
+        client_id = " ".join(parts[2:])
+        rows.append(
+            WorkerInfo(
+                fd=_int(parts[0]),
+                address=parts[1],
+                client_id=None if client_id == "-" else client_id,
+                functions=tuple(tail.split()),
+            )
+        )
+    return rows
+
+
+def parse_show_jobs(lines: list[str]) -> list[JobInfo]:
+    """Parse ``show jobs`` rows: ``HANDLE\\tRETRIES\\tIGNORE\\tQUEUED``."""
+    rows = []
+    for line in _check_list(lines):
+        f = _fields(line)
+        if len(f) >= 4:
+            rows.append(JobInfo(f[0], _int(f[1]), _int(f[2]) != 0, _int(f[3]) != 0))
+    return rows
+
+
+def parse_show_unique_jobs(lines: list[str]) -> list[str]:
+    """Parse ``show unique jobs``: one unique id per line (empty ids stay empty)."""
+    return list(_check_list(lines))
+
+
+def maxqueue_command(function: str, size: int | tuple[int, int, int] | None) -> str:
+    """Render ``maxqueue F [N | H N L]``; None resets the limit."""
+    if size is None:
+        return f"maxqueue {function}"
+    if isinstance(size, tuple):
+        high, normal, low = size
+        return f"maxqueue {function} {int(high)} {int(normal)} {int(low)}"
+    return f"maxqueue {function} {int(size)}"
+
+
+def check_token(value: str, what: str) -> str:
+    """Refuse arguments that would split into several admin tokens or lines."""
+    if not value or any(c.isspace() for c in value):
+        raise ValueError(f"{what} must be non-empty and contain no whitespace: {value!r}")
+    return value
