@@ -1,0 +1,341 @@
+"""``gearshift admin`` against real servers, compared byte for byte with gearadmin."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import time
+
+import pytest
+from tests.cli.conftest import (
+    Procs,
+    admin_lines,
+    gearadmin,
+    gearman,
+    gearshift_argv,
+    gs,
+    needs_gearadmin,
+    needs_gearman,
+    status_of,
+    wait_for,
+    wait_queued,
+    wait_workers,
+)
+from tests.procs import ServerProcess, free_port
+
+from gearshift.cli import admin as admin_cli
+from gearshift.cli._common import resolve_servers
+
+pytestmark = [pytest.mark.interop, needs_gearadmin, needs_gearman]
+
+READ_ONLY_FLAGS = [
+    "--status",
+    "--priority-status",
+    "--workers",
+    "--show-jobs",
+    "--show-unique-jobs",
+    "--getpid",
+    "--server-version",
+    "--server-verbose",
+]
+
+
+def populate(srv: ServerProcess, procs: Procs) -> None:
+    """A worker for ``rev``, three queued background jobs (one with a unique id)."""
+    port = str(srv.port)
+    procs.gearman("-w", "-p", port, "-f", "rev", "--", "rev")
+    wait_workers(srv.port, "rev")
+    for args in (["a"], ["b"], ["-u", "myuniq", "c"]):
+        r = gearman("-p", port, "-b", "-f", "queued", *args)
+        assert r.returncode == 0, r.stderr
+    gearman("-p", port, "-b", "-I", "-f", "queued", "high")
+    wait_queued(srv.port, "queued", 4)
+
+
+def same(srv: ServerProcess, *args: str) -> tuple[subprocess.CompletedProcess[bytes], ...]:
+    ref = gearadmin("-p", str(srv.port), *args)
+    ours = gs("admin", "-p", str(srv.port), *args)
+    assert ours.stdout == ref.stdout, (args, ref.stdout, ours.stdout, ours.stderr)
+    assert ours.stderr == ref.stderr, (args, ref.stderr, ours.stderr)
+    return ref, ours
+
+
+@pytest.mark.parametrize("flag", READ_ONLY_FLAGS)
+def test_read_only_flag_matches_gearadmin(server: ServerProcess, procs: Procs, flag: str) -> None:
+    populate(server, procs)
+    ref, ours = same(server, flag)
+    assert ref.returncode == ours.returncode == 0
+    assert ours.stdout
+
+
+def test_all_flags_run_in_gearadmin_order(server: ServerProcess, procs: Procs) -> None:
+    populate(server, procs)
+    # Typed in reverse of gearadmin's execution order: the output order must not change.
+    flags = list(reversed(READ_ONLY_FLAGS))
+    ref, ours = same(server, *flags)
+    assert ours.returncode == 0
+    lines = ours.stdout.decode().splitlines()
+    assert lines[0] == str(int(lines[0]))  # getpid first
+    assert lines[-1] == "."  # status last
+
+
+def test_create_and_drop_function_match(server: ServerProcess) -> None:
+    port = str(server.port)
+    ref = gearadmin("-p", port, "--create-function=made_by_gearadmin")
+    ours = gs("admin", "-p", port, "--create-function", "made_by_gearshift")
+    assert ref.stdout == ours.stdout == b"OK\n"
+    assert ref.returncode == ours.returncode == 0
+    assert {"made_by_gearadmin", "made_by_gearshift"} <= set(status_of(server.port))
+    ref = gearadmin("-p", port, "--drop-function=made_by_gearadmin")
+    ours = gs("admin", "-p", port, "--drop-function=made_by_gearshift")
+    assert ref.stdout == ours.stdout == b"OK\n"
+    assert not {"made_by_gearadmin", "made_by_gearshift"} & set(status_of(server.port))
+
+
+def test_server_errors_print_like_gearadmin(server: ServerProcess, procs: Procs) -> None:
+    populate(server, procs)
+    for flag in ("--drop-function=no_such_function", "--cancel-job=H:nohost:424242"):
+        ref, ours = same(server, flag)
+        assert ours.stderr.startswith(b"Error: ") and ours.stderr.endswith(b"\r\n")
+        # Deliberate difference: a refused command is a failure (gearadmin 1.1.20 exits 0).
+        assert ours.returncode == 1
+    # A function with workers cannot be dropped.
+    ref, ours = same(server, "--drop-function=rev")
+    assert ours.returncode == 1
+
+
+def test_cancel_job_matches(server: ServerProcess, procs: Procs) -> None:
+    populate(server, procs)
+    handles = [line.split("\t")[0] for line in admin_lines(server.port, "show jobs")[:-1]]
+    assert len(handles) >= 2
+    ref = gearadmin("-p", str(server.port), f"--cancel-job={handles[0]}")
+    ours = gs("admin", "-p", str(server.port), "--cancel-job", handles[1])
+    assert ref.stdout == ours.stdout == b"OK\n"
+    assert ours.returncode == 0
+
+
+def test_mixed_success_and_error_keeps_going(server: ServerProcess) -> None:
+    r = gs("admin", "-p", str(server.port), "--drop-function=nope", "--getpid", "--status")
+    assert r.returncode == 1
+    assert r.stderr.startswith(b"Error: ")
+    out = r.stdout.decode().splitlines()
+    assert out[0].isdigit() and out[-1] == "."
+
+
+def test_connection_refused() -> None:
+    port = str(free_port())
+    ref = gearadmin("-p", port, "--status")
+    ours = gs("admin", "-p", port, "--status")
+    assert ref.returncode == ours.returncode == 1
+    assert ref.stdout == ours.stdout == b""
+    assert ours.stderr.startswith(b"Error: Error connecting to localhost.")
+
+
+def test_unresolvable_host() -> None:
+    ref = gearadmin("-h", "no-such-host.invalid", "--status")
+    ours = gs("admin", "-h", "no-such-host.invalid", "--status")
+    assert ref.returncode == ours.returncode == 1
+    assert ours.stderr.startswith(b"Error: Failed to connect on no-such-host.invalid:4730 with ")
+
+
+def test_usage_errors_exit_1() -> None:
+    for args in ([], ["--bogus"], ["--create-function"], ["--maxqueue", "f", "1", "2"]):
+        r = gs("admin", *args)
+        assert r.returncode == 1, args
+        assert b"usage: gearshift admin" in r.stderr
+    assert gearadmin().returncode == 1
+
+
+def test_help() -> None:
+    r = gs("admin", "--help")
+    assert r.returncode == 0
+    for flag in READ_ONLY_FLAGS + ["--create-function", "--drop-function", "--cancel-job"]:
+        assert flag.encode() in r.stdout
+    for flag in ("--json", "--watch", "--shutdown", "--maxqueue"):
+        assert flag.encode() in r.stdout
+
+
+def test_json_rows(server: ServerProcess, procs: Procs) -> None:
+    populate(server, procs)
+    r = gs(
+        "admin",
+        "-p",
+        str(server.port),
+        "--json",
+        "--status",
+        "--priority-status",
+        "--workers",
+        "--show-jobs",
+        "--show-unique-jobs",
+        "--getpid",
+        "--server-version",
+        "--server-verbose",
+        "--drop-function=not_there",
+    )
+    assert r.returncode == 1  # the refused drop
+    doc = json.loads(r.stdout)
+    status = {row["name"]: row for row in doc["status"]}
+    assert status["queued"]["total"] == 4 and status["queued"]["queued"] == 4
+    assert status["rev"]["workers"] == 1
+    prio = {row["name"]: row for row in doc["priority_status"]}
+    assert (prio["queued"]["high"], prio["queued"]["normal"], prio["queued"]["low"]) == (1, 3, 0)
+    assert any("rev" in w["functions"] for w in doc["workers"])
+    assert len(doc["show_jobs"]) == 4 and all(j["background"] for j in doc["show_jobs"])
+    assert "myuniq" in doc["show_unique_jobs"]
+    assert doc["getpid"] == int(admin_lines(server.port, "getpid")[0].split()[1])
+    assert isinstance(doc["server_version"], str) and doc["server_version"]
+    assert isinstance(doc["server_verbose"], str) and doc["server_verbose"]
+    assert doc["drop_function"]["error"]["code"]
+    assert list(doc) == [
+        "getpid",
+        "drop_function",
+        "show_jobs",
+        "show_unique_jobs",
+        "server_verbose",
+        "server_version",
+        "workers",
+        "priority_status",
+        "status",
+    ]
+
+
+def test_maxqueue_limits_the_queue(server: ServerProcess) -> None:
+    port = str(server.port)
+    r = gs("admin", "-p", port, "--create-function=mq", "--maxqueue", "mq", "1")
+    assert r.returncode == 0 and r.stdout == b"OK\nOK\n", r.stderr
+    assert gearman("-p", port, "-b", "-f", "mq", "one").returncode == 0
+    second = gearman("-p", port, "-b", "-f", "mq", "two")
+    assert b"QUEUE_ERROR" in second.stderr
+    wait_queued(server.port, "mq", 1)
+    # High/normal/low form, then reset.
+    assert gs("admin", "-p", port, "--maxqueue", "mq", "5", "5", "5").stdout == b"OK\n"
+    assert gs("admin", "-p", port, "--maxqueue", "mq").stdout == b"OK\n"
+    assert gearman("-p", port, "-b", "-f", "mq", "three").stderr == b""
+    wait_queued(server.port, "mq", 2)
+
+
+def test_shutdown(server: ServerProcess) -> None:
+    r = gs("admin", "-p", str(server.port), "--shutdown", "--graceful")
+    if server.kind_name == "gearmand":  # type: ignore[attr-defined]
+        # gearmand removed the command in 1.1.15.
+        assert r.returncode == 1
+        assert r.stderr == b"Error: UNKNOWN_COMMAND Unknown+server+commandshutdown\r\n"
+    else:
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == b"OK\n"
+        assert server.proc is not None
+        server.proc.wait(30)
+
+
+def _read_until(proc: subprocess.Popen[bytes], needle: bytes, count: int, timeout: float) -> bytes:
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while buf.count(needle) < count:
+        left = deadline - time.monotonic()
+        assert left > 0, f"only {buf.count(needle)} refreshes: {buf!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 65536)
+            assert chunk, f"watch exited early: {buf!r}"
+            buf += chunk
+    return buf
+
+
+def test_watch_plain_output_until_sigint(server: ServerProcess, procs: Procs) -> None:
+    populate(server, procs)
+    proc = procs.gearshift("admin", "-p", str(server.port), "--watch", "0.2")
+    out = _read_until(proc, b"gearshift admin --watch", 2, 30)
+    proc.send_signal(signal.SIGINT)
+    rest, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    text = (out + rest).decode()
+    assert "\x1b[" not in text  # not a terminal: no cursor movement
+    table = text.split("\n\n")[1]
+    rows = {line.split()[0]: line.split()[1:] for line in table.splitlines()[2:-2]}
+    assert rows["queued"] == ["4", "0", "0"]
+    assert rows["rev"] == ["0", "0", "1"]
+
+
+def test_watch_json_lines(server: ServerProcess, procs: Procs) -> None:
+    populate(server, procs)
+    proc = procs.gearshift("admin", "-p", str(server.port), "--watch=0.2", "--json")
+    out = _read_until(proc, b"\n", 2, 30)
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    docs = [json.loads(line) for line in (out + rest).decode().splitlines()]
+    assert len(docs) >= 2
+    assert {r["name"]: r["queued"] for r in docs[0]["status"]}["queued"] == 4
+
+
+def test_watch_redraws_in_place_on_a_tty(server: ServerProcess, procs: Procs) -> None:
+    master, slave = pty.openpty()
+    try:
+        proc = procs.start(
+            gearshift_argv("admin", "-p", str(server.port), "--watch", "0.2"),
+            stdout=slave,
+            stderr=slave,
+        )
+        os.close(slave)
+        slave = -1
+        buf = b""
+        deadline = time.monotonic() + 30
+        while buf.count(b"\x1b[H\x1b[2J") < 2:
+            assert time.monotonic() < deadline, buf
+            ready, _, _ = select.select([master], [], [], 1)
+            if ready:
+                buf += os.read(master, 65536)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+
+
+def test_watch_interrupted_in_process(server: ServerProcess) -> None:
+    # The same code path, driven in-process: SIGINT lands while the table is shown.
+    import threading
+
+    def interrupt() -> None:
+        # Only once --watch has taken over SIGINT, or pytest itself would be interrupted.
+        deadline = time.monotonic() + 30
+        while signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=interrupt, daemon=True)
+    thread.start()
+    assert admin_cli.main(["-p", str(server.port), "--watch", "0.1"]) == 0
+    thread.join(30)
+
+
+def test_server_lists_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GEARMAN_SERVERS", raising=False)
+    assert [str(s) for s in resolve_servers(None, None)] == ["localhost:4730"]
+    assert [str(s) for s in resolve_servers("h1,h2:5", "7")] == ["h1:7", "h2:5"]
+    monkeypatch.setenv("GEARMAN_SERVERS", "e1:1,e2")
+    assert [str(s) for s in resolve_servers(None, None)] == ["e1:1", "e2:4730"]
+    # -p alone means localhost on that port, as gearadmin reads it.
+    assert [str(s) for s in resolve_servers(None, "9")] == ["localhost:9"]
+
+
+def test_gearman_servers_env_is_used(server: ServerProcess) -> None:
+    r = gs("admin", "--getpid", env={"GEARMAN_SERVERS": server.address})
+    assert r.returncode == 0
+    assert r.stdout.strip().isdigit()
+
+
+def test_wait_helpers_see_gearadmin_state(server: ServerProcess) -> None:
+    # Guards the helpers the other tests rely on.
+    assert gs("admin", "-p", str(server.port), "--create-function=seen").returncode == 0
+    wait_for(lambda: "seen" in status_of(server.port), 10, "function listed")
