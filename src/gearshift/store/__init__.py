@@ -1,31 +1,227 @@
-"""Durable queues for background jobs: memory, SQLite, PostgreSQL, Redis, MySQL."""
+"""Durable queues for background jobs: memory, SQLite, PostgreSQL, Redis, MySQL.
+
+``open_store`` turns gearmand's ``-q TYPE`` plus its queue flags, or a URL, into a
+``Store``.  The drivers for PostgreSQL, Redis and MySQL are optional extras and are
+imported only when such a store is asked for.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 from gearshift.errors import ConfigError
-from gearshift.store.base import Store, StoredJob
+from gearshift.store.base import CommitStats, GroupCommitStore, Store, StoredJob
 from gearshift.store.memory import MemoryStore
 
-__all__ = ["MemoryStore", "Store", "StoredJob", "open_store"]
+__all__ = [
+    "DEFAULT_SQLITE_PATH",
+    "CommitStats",
+    "GroupCommitStore",
+    "MemoryStore",
+    "Store",
+    "StoredJob",
+    "open_store",
+]
+
+#: Where ``gearshift server`` keeps its queue when no ``--queue`` is given.
+DEFAULT_SQLITE_PATH = "gearshift.db"
+
+# module, driver module, pip extra
+_DRIVERS = {
+    "postgres": ("gearshift.store.postgres", "asyncpg", "postgres"),
+    "redis": ("gearshift.store.redis", "redis", "redis"),
+    "mysql": ("gearshift.store.mysql", "asyncmy", "mysql"),
+}
+
+_FALSE = ("0", "false", "no", "off")
+
+
+def _module(kind: str) -> Any:
+    modname, driver, extra = _DRIVERS[kind]
+    try:
+        return importlib.import_module(modname)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and exc.name.split(".")[0] == driver:
+            raise ConfigError(
+                f"the {kind} queue needs the {driver} driver: pip install 'gearshift[{extra}]'"
+            ) from None
+        raise
+
+
+def _flag(options: Mapping[str, str], name: str) -> bool:
+    if name not in options:
+        return False
+    return str(options[name]).strip().lower() not in _FALSE
+
+
+def _query(parts: Any) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+
+
+def _float(value: str, what: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{what} must be a number, not {value!r}") from None
+
+
+def _int(value: str, what: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{what} must be an integer, not {value!r}") from None
+
+
+def _no_unknown(query: Mapping[str, str], known: set[str], url: str) -> None:
+    unknown = set(query) - known
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} in queue URL {url!r}")
+
+
+def _sqlite_from_url(url: str, options: Mapping[str, str]) -> Store:
+    from gearshift.store.sqlite import SqliteStore
+
+    parts = urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise ConfigError(f"sqlite URL {url!r}: use sqlite:///relative.db or sqlite:////abs.db")
+    path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+    if not path:
+        raise ConfigError(f"sqlite URL {url!r} names no file")
+    q = _query(parts)
+    _no_unknown(q, {"table", "synchronous", "busy_timeout", "store_on_shutdown"}, url)
+    return SqliteStore(
+        path,
+        table=q.get("table", "gearman_queue"),
+        synchronous=q.get("synchronous", "full"),
+        busy_timeout=_float(q.get("busy_timeout", "5"), "busy_timeout"),
+        store_on_shutdown=q.get("store_on_shutdown", "0").lower() not in _FALSE
+        or _flag(options, "store-queue-on-shutdown"),
+    )
+
+
+def _postgres_from_url(url: str) -> Store:
+    mod = _module("postgres")
+    parts = urlsplit(url)
+    q = _query(parts)
+    table = q.pop("table", "queue")
+    # Every other query parameter is asyncpg's (sslmode, ...); keep them in the DSN.
+    query = "&".join(f"{k}={v}" for k, v in q.items())
+    dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+    store: Store = mod.PostgresStore(dsn, table=table)
+    return store
+
+
+def _redis_from_url(url: str) -> Store:
+    mod = _module("redis")
+    parts = urlsplit(url)
+    q = _query(parts)
+    prefix = q.pop("prefix", "_gear_")
+    query = "&".join(f"{k}={v}" for k, v in q.items())
+    store: Store = mod.RedisStore(
+        urlunsplit((parts.scheme, parts.netloc, parts.path, query, "")), prefix=prefix
+    )
+    return store
+
+
+def _mysql_from_url(url: str) -> Store:
+    mod = _module("mysql")
+    parts = urlsplit(url)
+    q = _query(parts)
+    _no_unknown(q, {"table", "connect_timeout"}, url)
+    store: Store = mod.MysqlStore(
+        host=parts.hostname or "localhost",
+        port=parts.port or 3306,
+        user=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else "",
+        database=unquote(parts.path.lstrip("/")) or None,
+        table=q.get("table", "gearman_queue"),
+        connect_timeout=_float(q.get("connect_timeout", "5"), "connect_timeout"),
+    )
+    return store
 
 
 def open_store(queue: str | None = None, options: Mapping[str, str] | None = None) -> Store:
     """Build the store named by a URL or a gearmand ``-q`` type.
 
     Args:
-        queue: ``None`` for the project default, a URL (``sqlite:///path``,
-            ``postgresql://...``, ``redis://...``, ``mysql://...``, ``memory://``) or a
-            gearmand queue type (``builtin``, ``libsqlite3``, ``Postgres``, ``redis``,
-            ``MySQL``; case-insensitive).
+        queue: ``None`` for the project default (SQLite in ``./gearshift.db``), a URL
+            (``sqlite:///path.db?synchronous=normal``, ``postgresql://...?table=T``,
+            ``redis://...?prefix=P``, ``mysql://user:pw@host/db?table=T``,
+            ``memory://``) or a gearmand queue type (``builtin``, ``libsqlite3``,
+            ``Postgres``, ``redis``, ``MySQL``; case-insensitive).
         options: gearmand's queue flags without dashes, e.g.
             ``{"libsqlite3-db": "/var/lib/gearman/q.db"}``.
 
+    Returns:
+        The store, not yet opened (call ``await store.open()``).
+
     Raises:
-        ConfigError: unknown queue type, or its driver is not installed.
+        ConfigError: unknown queue type, a bad option, or the driver is not installed.
     """
-    name = (queue or "builtin").lower()
-    if name in ("builtin", "memory", "memory://"):
+    opts: Mapping[str, str] = options or {}
+    if queue is None:
+        from gearshift.store.sqlite import SqliteStore
+
+        return SqliteStore(
+            DEFAULT_SQLITE_PATH, store_on_shutdown=_flag(opts, "store-queue-on-shutdown")
+        )
+    name = queue.strip()
+    lower = name.lower()
+    if lower in ("builtin", "memory", "none") or lower.startswith("memory:"):
         return MemoryStore()
-    raise ConfigError(f"unknown queue type {queue!r}")
+    if lower.startswith("sqlite:"):
+        return _sqlite_from_url(name, opts)
+    if lower.startswith(("postgresql:", "postgres:")):
+        return _postgres_from_url(name)
+    if lower.startswith(("redis:", "rediss:", "unix:")):
+        return _redis_from_url(name)
+    if lower.startswith(("mysql:", "mariadb:")):
+        return _mysql_from_url(name)
+    if lower in ("libsqlite3", "sqlite", "sqlite3"):
+        from gearshift.store.sqlite import SqliteStore
+
+        db = opts.get("libsqlite3-db")
+        if not db:
+            raise ConfigError("-q libsqlite3 needs --libsqlite3-db FILE")
+        return SqliteStore(
+            db,
+            table=opts.get("libsqlite3-table") or "gearman_queue",
+            store_on_shutdown=_flag(opts, "store-queue-on-shutdown"),
+        )
+    if lower in ("postgres", "postgresql", "libpq"):
+        mod = _module("postgres")
+        store: Store = mod.PostgresStore(
+            None,
+            connect_kwargs=mod.parse_conninfo(opts.get("libpq-conninfo", "")),
+            table=opts.get("libpq-table") or "queue",
+        )
+        return store
+    if lower == "redis":
+        mod = _module("redis")
+        host = opts.get("redis-server") or "127.0.0.1"
+        port = _int(opts.get("redis-port") or "6379", "--redis-port")
+        password = opts.get("redis-password") or ""
+        auth = f":{quote(password, safe='')}@" if password else ""
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        store = mod.RedisStore(
+            f"redis://{auth}{host}:{port}/0", prefix=opts.get("redis-prefix") or "_gear_"
+        )
+        return store
+    if lower == "mysql":
+        mod = _module("mysql")
+        store = mod.MysqlStore(
+            host=opts.get("mysql-host") or "localhost",
+            port=_int(opts.get("mysql-port") or "3306", "--mysql-port"),
+            user=opts.get("mysql-user") or None,
+            password=opts.get("mysql-password") or "",
+            database=opts.get("mysql-db") or None,
+            table=opts.get("mysql-table") or "gearman_queue",
+        )
+        return store
+    raise ConfigError(
+        f"unknown queue type {queue!r} (builtin, libsqlite3, Postgres, redis, MySQL, or a URL)"
+    )
