@@ -92,7 +92,7 @@ async def test_group_commit_batches_and_acks_after_own_commit(backend: Backend) 
     real_commit = store._commit
 
     async def spying_commit(rows: list[object], dones: list[object]) -> list[object]:
-        keys = await real_commit(rows, dones)  # type: ignore[arg-type]
+        keys = await real_commit(rows, dones)
         committed.update(keys)
         return keys
 
