@@ -1,0 +1,291 @@
+"""Server configuration and gearmand's command line.
+
+``parse_args(argv)`` accepts gearmand 1.1.20's options (short and long, boost style
+``--opt=value`` too, and ``--config-file`` with whitespace-separated options) so that
+gearshift can replace gearmand in existing init scripts.  Errors raise ``ConfigError``;
+the CLI turns them into exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import socket
+from dataclasses import dataclass, field
+from typing import Final, NoReturn
+
+from gearshift.errors import ConfigError
+from gearshift.protocol.packets import DEFAULT_MAX_PACKET_SIZE, MAX_PACKET_LIMIT
+
+VERBOSE_LEVELS: Final = (
+    "FATAL",
+    "ALERT",
+    "CRITICAL",
+    "ERROR",
+    "WARNING",
+    "NOTICE",
+    "INFO",
+    "DEBUG",
+)
+
+#: Queue flags collected into ``ServerConfig.queue_options`` (name without dashes).
+QUEUE_FLAGS: Final = (
+    "libsqlite3-db",
+    "libsqlite3-table",
+    "libpq-conninfo",
+    "libpq-table",
+    "mysql-host",
+    "mysql-port",
+    "mysql-user",
+    "mysql-password",
+    "mysql-db",
+    "mysql-table",
+    "redis-server",
+    "redis-port",
+    "redis-password",
+    "redis-prefix",
+    "libmemcached-servers",
+    "libmemcached-prefix",
+    "libtokyocabinet-file",
+    "libtokyocabinet-optimize",
+)
+#: Queue flags that take no value.
+QUEUE_SWITCHES: Final = ("store-queue-on-shutdown",)
+
+
+def default_handle_prefix() -> str:
+    """gearmand's default: ``H:<nodename>``."""
+    return "H:" + (os.uname().nodename or socket.gethostname() or "localhost")
+
+
+@dataclass
+class ServerConfig:
+    """Everything a GearmanServer needs; defaults match gearmand where sensible."""
+
+    port: int = 4730
+    #: Address to listen on; ``None`` = every interface (IPv4 and IPv6).
+    listen: str | None = None
+    #: gearmand's default is 32; a larger backlog absorbs connection storms.
+    backlog: int = 1024
+    daemon: bool = False
+    pid_file: str | None = None
+    #: ``"stderr"``, ``"none"`` or a file path.
+    log_file: str = "stderr"
+    #: ``None`` = the project default store; otherwise a gearmand queue type or a URL.
+    queue_type: str | None = None
+    queue_options: dict[str, str] = field(default_factory=dict)
+    #: -1 unlimited, 0 fail on the first lost worker, N allow N requeues (gearmand 2.0).
+    job_retries: int = -1
+    #: Sleeping workers woken per new job; 0 = all of them (gearmand's default).
+    worker_wakeup: int = 1
+    #: Accepted for compatibility; round-robin is always on (gearmand 2.0).
+    round_robin: bool = False
+    handle_prefix: str = field(default_factory=default_handle_prefix)
+    exceptions: bool = False
+    keepalive: bool = False
+    keepalive_idle: int = -1
+    keepalive_interval: int = -1
+    keepalive_count: int = -1
+    verbose: str = "ERROR"
+    threads: int = 4
+    user: str | None = None
+    file_descriptors: int = 0
+    hashtable_buckets: int = 991
+    syslog: bool = False
+    coredump: bool = False
+    #: ``-r http`` enables gearmand's HTTP protocol plugin.
+    protocol: str | None = None
+    http_port: int = 8080
+    ssl: bool = False
+    ssl_ca_file: str | None = None
+    ssl_certificate: str | None = None
+    ssl_key: str | None = None
+    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
+    #: Close connections that send nothing for this many seconds; ``None`` = never.
+    idle_timeout: float | None = None
+    #: Bytes buffered for a peer that does not read before its input is paused.
+    write_high_water: int = 4 * 1024 * 1024
+    config_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_packet_size <= MAX_PACKET_LIMIT:
+            raise ConfigError(f"max packet size must be 1..{MAX_PACKET_LIMIT}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"invalid port {self.port}")
+        level = self.verbose.upper()
+        if level not in VERBOSE_LEVELS:
+            raise ConfigError(
+                f"invalid verbose level {self.verbose!r} (one of {', '.join(VERBOSE_LEVELS)})"
+            )
+        self.verbose = level
+        if self.job_retries < -1:
+            raise ConfigError("job retries must be -1 (unlimited) or more")
+        if self.worker_wakeup < 0:
+            raise ConfigError("worker wakeup must be 0 (all) or more")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser for gearmand's options (``gearshift server --help``)."""
+    p = _Parser(
+        prog="gearshift server",
+        description="A Gearman job server; accepts gearmand's command-line options.",
+        allow_abbrev=False,
+        add_help=False,
+    )
+    g = p.add_argument_group("general (gearmand)")
+    g.add_argument("-h", "--help", action="store_true", help="show this help and exit")
+    g.add_argument("-b", "--backlog", type=_int, help="listen backlog")
+    g.add_argument("-d", "--daemon", action="store_true", help="run in the background")
+    g.add_argument("--exceptions", action="store_true", help="enable exceptions for all")
+    g.add_argument("-f", "--file-descriptors", type=_int, help="raise RLIMIT_NOFILE")
+    g.add_argument("-j", "--job-retries", type=_int, help="-1 unlimited, 0 none, N")
+    g.add_argument("--job-handle-prefix", help="job handles are PREFIX:N")
+    g.add_argument("--hashtable-buckets", type=_int, help="accepted, unused")
+    g.add_argument("--keepalive", action="store_true", help="TCP keepalive on connections")
+    g.add_argument("--keepalive-idle", type=_int)
+    g.add_argument("--keepalive-interval", type=_int)
+    g.add_argument("--keepalive-count", type=_int)
+    g.add_argument("-l", "--log-file", help="file, 'stderr' or 'none'")
+    g.add_argument("-L", "--listen", help="address to listen on (default: all)")
+    g.add_argument("-p", "--port", type=_int, help="port (default 4730)")
+    g.add_argument("-P", "--pid-file", help="write the process id here")
+    g.add_argument("-r", "--protocol", help="extra protocol plugin ('http')")
+    g.add_argument("-R", "--round-robin", action="store_true", help="accepted; always on")
+    g.add_argument("-q", "--queue-type", help="builtin, libsqlite3, Postgres, MySQL, redis")
+    g.add_argument("--queue", dest="queue_url", help="store URL (sqlite:///f, redis://...)")
+    g.add_argument("--config-file", help="file of whitespace-separated options")
+    g.add_argument("--syslog", action="store_true")
+    g.add_argument("--coredump", action="store_true")
+    g.add_argument("-t", "--threads", type=_int, help="accepted; one event loop")
+    g.add_argument("-u", "--user", help="switch to this user after binding")
+    g.add_argument("--verbose", help="FATAL ALERT CRITICAL ERROR WARNING NOTICE INFO DEBUG")
+    g.add_argument("-V", "--version", action="store_true", help="print the version and exit")
+    g.add_argument("-w", "--worker-wakeup", type=_int, help="NOOPs per job, 0 = all")
+    g.add_argument("--check-args", action="store_true", help="parse options, then exit 0")
+    g.add_argument("--max-packet-size", type=_int, help="largest packet body")
+    g.add_argument("--idle-timeout", type=float, help="close silent connections (seconds)")
+    s = p.add_argument_group("TLS and HTTP")
+    s.add_argument("--ssl", action="store_true")
+    s.add_argument("--ssl-ca-file")
+    s.add_argument("--ssl-certificate")
+    s.add_argument("--ssl-key")
+    s.add_argument("--http-port", type=_int)
+    q = p.add_argument_group("queue plugins")
+    for name in QUEUE_FLAGS:
+        q.add_argument(f"--{name}", dest="q_" + name.replace("-", "_"))
+    for name in QUEUE_SWITCHES:
+        q.add_argument(f"--{name}", dest="q_" + name.replace("-", "_"), action="store_true")
+    return p
+
+
+def read_config_file(path: str) -> list[str]:
+    """gearmand's config file: options separated by whitespace, ``#`` comments."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    words: list[str] = []
+    for line in text.splitlines():
+        words += shlex.split(line, comments=True)
+    return words
+
+
+@dataclass
+class ParsedArgs:
+    """The command line's result: a config plus the CLI-only switches."""
+
+    config: ServerConfig
+    help: bool = False
+    version: bool = False
+    check_args: bool = False
+
+
+def parse_args(argv: list[str]) -> ParsedArgs:
+    """Parse gearmand-style flags.
+
+    Raises:
+        ConfigError: unknown flag, bad value, unreadable config file.
+    """
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    config_file = ns.config_file
+    if config_file is not None:
+        # Options from the file come first so the command line overrides them.
+        ns = parser.parse_args(read_config_file(config_file) + argv)
+    cfg = ServerConfig()
+    if ns.port is not None:
+        cfg.port = ns.port
+    elif os.environ.get("GEARMAND_PORT", "").isdigit():
+        cfg.port = int(os.environ["GEARMAND_PORT"])
+    if ns.listen is not None:
+        cfg.listen = ns.listen
+    if ns.backlog is not None:
+        cfg.backlog = ns.backlog
+    cfg.daemon = ns.daemon
+    cfg.pid_file = ns.pid_file
+    if ns.log_file is not None:
+        cfg.log_file = ns.log_file
+    if ns.queue_type is not None and ns.queue_url is not None:
+        raise ConfigError("give either -q/--queue-type or --queue, not both")
+    cfg.queue_type = ns.queue_url if ns.queue_url is not None else ns.queue_type
+    options: dict[str, str] = {}
+    for name in QUEUE_FLAGS:
+        value = getattr(ns, "q_" + name.replace("-", "_"))
+        if value is not None:
+            options[name] = value
+    for name in QUEUE_SWITCHES:
+        if getattr(ns, "q_" + name.replace("-", "_")):
+            options[name] = "true"
+    cfg.queue_options = options
+    if ns.job_retries is not None:
+        cfg.job_retries = ns.job_retries
+    if ns.worker_wakeup is not None:
+        cfg.worker_wakeup = ns.worker_wakeup
+    cfg.round_robin = ns.round_robin
+    if ns.job_handle_prefix is not None:
+        cfg.handle_prefix = ns.job_handle_prefix
+    cfg.exceptions = ns.exceptions
+    cfg.keepalive = ns.keepalive
+    for name in ("keepalive_idle", "keepalive_interval", "keepalive_count"):
+        value = getattr(ns, name)
+        if value is not None:
+            setattr(cfg, name, value)
+    if ns.verbose is not None:
+        cfg.verbose = ns.verbose
+    if ns.threads is not None:
+        cfg.threads = ns.threads
+    cfg.user = ns.user
+    if ns.file_descriptors is not None:
+        cfg.file_descriptors = ns.file_descriptors
+    if ns.hashtable_buckets is not None:
+        cfg.hashtable_buckets = ns.hashtable_buckets
+    cfg.syslog = ns.syslog
+    cfg.coredump = ns.coredump
+    cfg.protocol = ns.protocol
+    if ns.http_port is not None:
+        cfg.http_port = ns.http_port
+    cfg.ssl = ns.ssl
+    cfg.ssl_ca_file = ns.ssl_ca_file or os.environ.get("GEARMAND_CA_CERTIFICATE")
+    cfg.ssl_certificate = ns.ssl_certificate or os.environ.get("GEARMAND_SERVER_PEM")
+    cfg.ssl_key = ns.ssl_key or os.environ.get("GEARMAND_SERVER_KEY")
+    if ns.max_packet_size is not None:
+        cfg.max_packet_size = ns.max_packet_size
+    if ns.idle_timeout is not None:
+        cfg.idle_timeout = ns.idle_timeout if ns.idle_timeout > 0 else None
+    cfg.config_file = config_file
+    cfg.__post_init__()
+    return ParsedArgs(cfg, help=ns.help, version=ns.version, check_args=ns.check_args)

@@ -1,0 +1,279 @@
+"""One ``asyncio.Protocol`` per peer: bytes -> Decoder -> scheduler -> one write per batch.
+
+A connection is also the scheduler's ``Peer`` (one object per peer, no lookups).
+Everything a ``data_received`` call produces, for this peer and for the peers it
+touches (fan-out, NOOPs), is written once at the end of the batch.
+
+Background submits that must reach a persistent store first pause the processing of
+this connection's later packets (they wait in ``backlog``) until the store answers,
+so replies stay in order; other connections are not held up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from collections import deque
+from typing import TYPE_CHECKING, Final, cast
+
+from gearshift.errors import RemoteProtocolError, StoreError
+from gearshift.protocol.admin import TooManyTokens, split_command
+from gearshift.protocol.codec import AdminLine, Decoder, Event, Packet
+from gearshift.protocol.packets import PacketType
+from gearshift.server import admin
+from gearshift.server.jobs import ERR_MAGIC, NORMAL, DropPeer, Job, Peer, _error, atoi
+from gearshift.store.base import StoredJob
+
+if TYPE_CHECKING:
+    from gearshift.server.server import GearmanServer
+
+logger = logging.getLogger(__name__)
+
+_T = PacketType
+#: Background submit types -> (priority, has epoch, is reduce).
+_BG_SUBMITS: Final[dict[int, tuple[int, bool, bool]]] = {
+    _T.SUBMIT_JOB_BG: (NORMAL, False, False),
+    _T.SUBMIT_JOB_HIGH_BG: (0, False, False),
+    _T.SUBMIT_JOB_LOW_BG: (2, False, False),
+    _T.SUBMIT_JOB_EPOCH: (NORMAL, True, False),
+    _T.SUBMIT_REDUCE_JOB_BACKGROUND: (NORMAL, False, True),
+}
+#: Events queued behind a pending store write before reading is paused.
+_BACKLOG_HIGH_WATER: Final = 1024
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class Connection(Peer, asyncio.Protocol):
+    """A client, worker or admin connection."""
+
+    __slots__ = (
+        "server",
+        "sched",
+        "transport",
+        "decoder",
+        "backlog",
+        "blocked",
+        "paused_for_write",
+        "paused_for_backlog",
+        "last_active",
+        "port",
+    )
+
+    def __init__(self, server: GearmanServer) -> None:
+        Peer.__init__(self)
+        self.server = server
+        self.sched = server.scheduler
+        self.transport: asyncio.Transport | None = None
+        self.decoder = Decoder(server.config.max_packet_size)
+        self.backlog: deque[Event] = deque()
+        self.blocked = False
+        self.paused_for_write = False
+        self.paused_for_backlog = False
+        self.last_active = 0.0
+        self.port = 0
+
+    # ------------------------------------------------------------------ asyncio
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.host = str(peer[0])
+            self.port = int(peer[1])
+        if sock is not None:
+            self.fd = sock.fileno()
+            self._tune(sock)
+        transport.set_write_buffer_limits(high=self.server.config.write_high_water)
+        self.last_active = self.server.loop.time()
+        self.sched.connect(self)
+        self.server.connections.add(self)
+
+    def _tune(self, sock: socket.socket) -> None:
+        cfg = self.server.config
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if cfg.keepalive:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                for opt, value in (
+                    ("TCP_KEEPIDLE", cfg.keepalive_idle),
+                    ("TCP_KEEPINTVL", cfg.keepalive_interval),
+                    ("TCP_KEEPCNT", cfg.keepalive_count),
+                ):
+                    if value > 0 and hasattr(socket, opt):
+                        sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
+        except OSError as exc:
+            logger.debug("socket options on fd %d: %s", self.fd, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.backlog.clear()
+        self.sched.disconnect(self)
+        self.sched.flush()
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        # The peer does not read its replies: stop reading its requests.
+        self.paused_for_write = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.paused_for_write = False
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        want_paused = self.paused_for_write or self.paused_for_backlog
+        if want_paused and transport.is_reading():
+            transport.pause_reading()
+        elif not want_paused and not transport.is_reading():
+            transport.resume_reading()
+
+    def flush(self) -> None:
+        out = self.out
+        transport = self.transport
+        if transport is None or self.closed:
+            out.clear()
+            return
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+
+    def close(self, reason: str) -> None:
+        """Drop this peer (after writing what is already queued for it)."""
+        if self.transport is None or self.closed:
+            return
+        logger.warning("closing connection fd %d from %s: %s", self.fd, self.host, reason)
+        if self.out:
+            self.flush()
+        self.transport.close()
+        self.sched.disconnect(self)
+
+    # ------------------------------------------------------------------ input
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self.server.loop.time()
+        try:
+            events = self.decoder.feed(data)
+        except RemoteProtocolError as exc:
+            self.close(str(exc))
+            self.sched.flush()
+            return
+        if self.blocked:
+            self.backlog.extend(events)
+            if len(self.backlog) > _BACKLOG_HIGH_WATER and not self.paused_for_backlog:
+                self.paused_for_backlog = True
+                self._update_reading()
+            return
+        if events:
+            self._process(events)
+            self.sched.flush()
+
+    def _process(self, events: list[Event] | deque[Event]) -> None:
+        sched = self.sched
+        dispatch = sched.dispatch
+        counts = sched.stats.packets
+        persistent = self.server.persistent
+        i = 0
+        n = len(events)
+        while i < n:
+            event = events[i]
+            i += 1
+            if type(event) is Packet:
+                ptype, args, request = event
+                counts[ptype] += 1
+                if not request:
+                    sched.send(self, ERR_MAGIC)
+                    continue
+                try:
+                    if persistent and ptype in _BG_SUBMITS:
+                        if self._persist_submit(ptype, args):
+                            rest = [events[j] for j in range(i, n)]
+                            self.backlog.extend(rest)
+                            return
+                        continue
+                    dispatch[ptype](self, args)
+                except DropPeer as exc:
+                    self.close(str(exc))
+                    return
+            else:
+                counts[0] += 1
+                if not self._admin(cast(AdminLine, event)):
+                    return
+            if self.closed:
+                return
+
+    def _admin(self, line: bytes) -> bool:
+        try:
+            tokens = split_command(line)
+        except TooManyTokens as exc:
+            self.close(f"admin command: {exc}")
+            return False
+        reply = admin.execute(self.sched, self.server, self, tokens)
+        self.sched.send(self, reply)
+        return True
+
+    # ------------------------------------------------------------------ store
+
+    def _persist_submit(self, ptype: int, args: tuple[bytes, ...]) -> bool:
+        """Start a durable background submit; True if this connection must wait."""
+        priority, epoch, reduce = _BG_SUBMITS[ptype]
+        sched = self.sched
+        if reduce:
+            if len(args[2]) > 64:
+                sched.dispatch[ptype](self, args)
+                return False
+            job = sched.submit(self, args[0], args[1], args[4], priority, True, defer=True)
+        elif epoch:
+            job = sched.submit(
+                self, args[0], args[1], args[3], priority, True, when=atoi(args[2]), defer=True
+            )
+        else:
+            job = sched.submit(self, args[0], args[1], args[2], priority, True, defer=True)
+        if job is None:
+            return False
+        self.blocked = True
+        stored = sched.stored_record(job)
+        task = self.server.loop.create_task(self._store_add(job, stored))
+        self.server.track(task)
+        return True
+
+    async def _store_add(self, job: Job, stored: StoredJob) -> None:
+        sched = self.sched
+        try:
+            await self.server.store.add(stored)
+        except StoreError as exc:
+            logger.error("store add failed for %s: %s", job.handle.decode(errors="replace"), exc)
+            sched.abort(job, self, _error(b"QUEUE_ERROR", str(exc).encode() or b"QUEUE_ERROR"))
+        except Exception as exc:
+            logger.exception("store add crashed for %s", job.handle.decode(errors="replace"))
+            sched.abort(job, self, _error(b"QUEUE_ERROR", type(exc).__name__.encode()))
+        else:
+            sched.activate(job, self, stored)
+        self.blocked = False
+        if not self.closed:
+            backlog = self.backlog
+            while backlog and not self.blocked and not self.closed:
+                batch = list(backlog)
+                backlog.clear()
+                self._process(batch)
+            if self.paused_for_backlog and not self.blocked:
+                self.paused_for_backlog = False
+                self._update_reading()
+        sched.flush()
+
+    # ------------------------------------------------------------------ admin host
+
+    def admin_peer_is_loopback(self) -> bool:
+        return is_loopback(self.host)

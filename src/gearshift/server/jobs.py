@@ -1,0 +1,1019 @@
+"""The job scheduler: functions, priority queues, workers, sleepers, coalescing, retries.
+
+How it works.  Pure state, no I/O: every packet a connection decodes becomes one call
+``Scheduler.dispatch[type](peer, args)``; replies are appended to ``peer.out`` as encoded
+bytes and the peer is put on ``Scheduler.dirty`` so that the connection layer writes
+everything one batch produced with a single ``write``.  Time comes from an injected wall
+clock and timers from an injected ``Timers`` object, so tests drive it with plain calls.
+
+Data layout (all lookups O(1) per packet, independent of queue depth and of idle
+workers of other functions):
+
+* ``functions``: name -> ``Function`` holding three FIFO deques (HIGH, NORMAL, LOW), the
+  job counters ``status`` prints, the maxqueue limits and a deque of sleeping workers.
+* ``handles``: handle -> ``Job``; ``uniques``: coalescing key -> ``Job``, where the key is
+  ``(function, unique)``, or ``(function, b"-", payload)`` for the unique ``-``.
+* Epoch jobs that are not due yet wait in one heap with one timer armed for the
+  earliest; when due they join the tail of their priority queue and wake a sleeper.
+* A job whose clients all left, or that an admin cancelled, is flagged ``ignore`` and
+  stays queued until a GRAB reaches it (lazy deletion, as gearmand does).
+
+Semantics follow gearmand 2.0 where it differs from 1.1.20: priority is global across a
+worker's functions (HIGH of any function before NORMAL of any), functions take turns
+round-robin, epoch jobs are woken by a timer, one CAN_DO_TIMEOUT timer per assigned job,
+``job_retries`` -1 = unlimited, 0 = fail on the first lost worker, N = N retries.
+Sleeping workers are woken one per new job (``worker_wakeup`` per job; 0 = all).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Final, Protocol
+
+from gearshift.protocol.codec import encode_header
+from gearshift.protocol.packets import PacketType, Priority
+from gearshift.store.base import StoredJob
+
+logger = logging.getLogger(__name__)
+
+MAX_UNIQUE: Final = 64
+MAX_HANDLE: Final = 64
+MAX_CLIENT_ID: Final = 127
+#: CAN_DO_TIMEOUT never fires sooner than this, as in gearmand.
+MIN_TIMEOUT_MS: Final = 1000
+
+HIGH: Final = 0
+NORMAL: Final = 1
+LOW: Final = 2
+
+_T = PacketType
+NOOP_PACKET: Final = encode_header(_T.NOOP, 0)
+NO_JOB_PACKET: Final = encode_header(_T.NO_JOB, 0)
+
+
+def _packet(ptype: int, *args: bytes) -> bytes:
+    body = b"\0".join(args)
+    return encode_header(ptype, len(body)) + body
+
+
+def _error(code: bytes, text: bytes) -> bytes:
+    return _packet(_T.ERROR, code, text)
+
+
+ERR_NOT_EXPECTED: Final = _error(b"INVALID_COMMAND", b"Command not expected")
+ERR_MAGIC: Final = _error(b"INVALID_MAGIC", b"Request magic expected")
+ERR_UNIQUE_TOO_LARGE: Final = _error(b"ARGUMENT_TOO_LARGE", b"Unique value too large")
+ERR_HANDLE_TOO_LARGE: Final = _error(
+    b"ARGUMENT_TOO_LARGE",
+    b"Error occurred due to GEARMAND_JOB_HANDLE_SIZE being too small from snprintf",
+)
+ERR_QUEUE_FULL: Final = _error(b"QUEUE_ERROR", b"Job queue is full")
+ERR_UNKNOWN_OPTION: Final = _error(b"UNKNOWN_OPTION", b"Server does not recognize given option")
+ERR_NOT_FOUND_DATA: Final = _error(b"JOB_NOT_FOUND", b"Job does not exist on server")
+ERR_NOT_FOUND_RESULT: Final = _error(b"JOB_NOT_FOUND", b"Job given in work result not found")
+ERR_NOT_FOUND_EXCEPTION: Final = _error(
+    b"JOB_NOT_FOUND", b"An exception was received for a job that does not exist"
+)
+
+
+def atoi(text: bytes) -> int:
+    """C ``atoi``/``strtoll``: optional sign and leading digits; anything else is 0."""
+    text = text.strip()
+    end = 1 if text[:1] in (b"-", b"+") else 0
+    while end < len(text) and 48 <= text[end] <= 57:
+        end += 1
+    try:
+        return int(text[:end])
+    except ValueError:
+        return 0
+
+
+class DropPeer(Exception):
+    """Raised by a handler when gearmand would drop the connection (internal error path)."""
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Timers(Protocol):
+    """Where the scheduler gets its timers (asyncio's loop in the server, a fake in tests)."""
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle: ...
+
+
+class Peer:
+    """One connection as the scheduler sees it: a client, a worker, or both.
+
+    ``out`` collects encoded replies; ``flush`` (overridden by the connection) sends them.
+    """
+
+    __slots__ = (
+        "out",
+        "host",
+        "fd",
+        "client_id",
+        "exceptions",
+        "abilities",
+        "funcs",
+        "timeouts",
+        "rr",
+        "sleeping",
+        "noop_sent",
+        "sleep_seq",
+        "jobs",
+        "listening",
+        "closed",
+    )
+
+    def __init__(self, host: str = "-", fd: int = -1, *, exceptions: bool = False) -> None:
+        self.out: list[bytes] = []
+        self.host = host
+        self.fd = fd
+        self.client_id = b"-"
+        self.exceptions = exceptions
+        #: Every CAN_DO in order, duplicates kept (``workers`` prints them newest first).
+        self.abilities: list[Function] = []
+        #: Distinct functions, the round-robin order for GRAB.
+        self.funcs: list[Function] = []
+        #: CAN_DO_TIMEOUT milliseconds per function.
+        self.timeouts: dict[Function, int] = {}
+        self.rr = 0
+        self.sleeping = False
+        self.noop_sent = False
+        self.sleep_seq = 0
+        #: Jobs assigned to this peer (as a worker).
+        self.jobs: set[Job] = set()
+        #: Foreground jobs this peer waits on (as a client).
+        self.listening: set[Job] = set()
+        self.closed = False
+
+    def flush(self) -> None:
+        """Send ``out``; the connection overrides this.  Tests read ``out`` directly."""
+
+
+class Function:
+    """Per-function queues and counters."""
+
+    __slots__ = (
+        "name",
+        "queues",
+        "total",
+        "running",
+        "workers",
+        "sleepers",
+        "maxqueue",
+        "delayed",
+    )
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        self.queues: tuple[deque[Job], deque[Job], deque[Job]] = (deque(), deque(), deque())
+        #: Jobs that exist for this function: queued, running, delayed, ignored-not-reaped.
+        self.total = 0
+        self.running = 0
+        #: Number of CAN_DO registrations (a duplicate CAN_DO counts twice, as in gearmand).
+        self.workers = 0
+        #: (peer, sleep cycle) of workers that slept and were not woken yet; stale
+        #: entries are skipped when popped and compacted when the deque grows.
+        self.sleepers: deque[tuple[Peer, int]] = deque()
+        self.maxqueue = [0, 0, 0]
+        #: Epoch jobs per priority that are not due yet (they wait in the heap).
+        self.delayed = [0, 0, 0]
+
+    def queued(self, priority: int) -> int:
+        return len(self.queues[priority]) + self.delayed[priority]
+
+
+class Job:
+    """One job.  ``__slots__`` keeps a queued background job small."""
+
+    __slots__ = (
+        "handle",
+        "func",
+        "unique",
+        "data",
+        "priority",
+        "background",
+        "when",
+        "reducer",
+        "clients",
+        "worker",
+        "numerator",
+        "denominator",
+        "retries",
+        "ignore",
+        "stored",
+        "timer",
+        "key",
+        "pending",
+        "alive",
+    )
+
+    def __init__(
+        self,
+        handle: bytes,
+        func: Function,
+        unique: bytes,
+        data: bytes,
+        priority: int,
+        background: bool,
+        when: int,
+        reducer: bytes,
+    ) -> None:
+        self.handle = handle
+        self.func = func
+        self.unique = unique
+        self.data = data
+        self.priority = priority
+        self.background = background
+        self.when = when
+        self.reducer = reducer
+        self.clients: list[Peer] = []
+        self.worker: Peer | None = None
+        self.numerator = b"0"
+        self.denominator = b"0"
+        self.retries = 0
+        self.ignore = False
+        #: The store's record, while the job is in the persistent queue.
+        self.stored: StoredJob | None = None
+        self.timer: TimerHandle | None = None
+        self.key: tuple[bytes, ...] | None = None
+        #: Created, waiting for the store to make it durable (not queued yet).
+        self.pending = False
+        self.alive = True
+
+    def __repr__(self) -> str:
+        return f"<Job {self.handle!r} {self.func.name!r} prio={self.priority}>"
+
+
+class Stats:
+    """Cheap counters for metrics: O(1) per packet."""
+
+    __slots__ = ("submitted", "finished", "packets")
+
+    def __init__(self) -> None:
+        self.submitted: dict[bytes, int] = {}
+        #: (function, "complete" | "fail" | "exception") -> count
+        self.finished: dict[tuple[bytes, str], int] = {}
+        #: Packets received, indexed by packet type number (0 = admin lines).
+        self.packets: list[int] = [0] * 43
+
+
+Handler = Callable[[Peer, tuple[bytes, ...]], None]
+
+
+class Scheduler:
+    """All job state of one server.
+
+    Args:
+        timers: creates the epoch and CAN_DO_TIMEOUT timers.
+        clock: wall-clock seconds (``time.time``); only epoch jobs read it.
+        handle_prefix: job handles are ``<prefix>:<n>``.
+        job_retries: -1 unlimited, 0 fail on the first lost worker, N allow N requeues.
+        worker_wakeup: sleeping workers woken per new job; 0 wakes all of them.
+        exceptions: new peers start with the ``exceptions`` option on.
+        store_done: called with a stored job's record when it leaves the persistent
+            queue (finished, cancelled, dropped); the server forwards it to the store.
+    """
+
+    def __init__(
+        self,
+        timers: Timers,
+        clock: Callable[[], float],
+        *,
+        handle_prefix: bytes = b"H:localhost",
+        job_retries: int = -1,
+        worker_wakeup: int = 1,
+        exceptions: bool = False,
+        store_done: Callable[[StoredJob], None] | None = None,
+    ) -> None:
+        self.timers = timers
+        self.clock = clock
+        self.handle_prefix = handle_prefix + b":"
+        self.job_retries = job_retries
+        self.worker_wakeup = worker_wakeup
+        self.exceptions = exceptions
+        self.store_done = store_done
+        self.functions: dict[bytes, Function] = {}
+        self.handles: dict[bytes, Job] = {}
+        self.uniques: dict[tuple[bytes, ...], Job] = {}
+        self.peers: dict[Peer, None] = {}
+        self.dirty: list[Peer] = []
+        self.stats = Stats()
+        self._counter = itertools.count(1)
+        self._epoch_heap: list[tuple[int, int, Job]] = []
+        self._epoch_seq = itertools.count()
+        self._epoch_timer: TimerHandle | None = None
+        self._epoch_timer_at = 0.0
+        self.dispatch: list[Handler] = [self._not_expected] * 43
+        d = self.dispatch
+        d[_T.CAN_DO] = self.can_do
+        d[_T.CANT_DO] = self.cant_do
+        d[_T.RESET_ABILITIES] = self.reset_abilities
+        d[_T.PRE_SLEEP] = self.pre_sleep
+        d[_T.SUBMIT_JOB] = self._submit_handler(NORMAL, False)
+        d[_T.SUBMIT_JOB_BG] = self._submit_handler(NORMAL, True)
+        d[_T.SUBMIT_JOB_HIGH] = self._submit_handler(HIGH, False)
+        d[_T.SUBMIT_JOB_HIGH_BG] = self._submit_handler(HIGH, True)
+        d[_T.SUBMIT_JOB_LOW] = self._submit_handler(LOW, False)
+        d[_T.SUBMIT_JOB_LOW_BG] = self._submit_handler(LOW, True)
+        d[_T.SUBMIT_JOB_EPOCH] = self.submit_epoch
+        d[_T.SUBMIT_REDUCE_JOB] = self._reduce_handler(False)
+        d[_T.SUBMIT_REDUCE_JOB_BACKGROUND] = self._reduce_handler(True)
+        d[_T.GRAB_JOB] = self.grab_job
+        d[_T.GRAB_JOB_UNIQ] = self.grab_job_uniq
+        d[_T.GRAB_JOB_ALL] = self.grab_job_all
+        d[_T.WORK_DATA] = self.work_data
+        d[_T.WORK_WARNING] = self.work_warning
+        d[_T.WORK_STATUS] = self.work_status
+        d[_T.WORK_COMPLETE] = self.work_complete
+        d[_T.WORK_FAIL] = self.work_fail
+        d[_T.WORK_EXCEPTION] = self.work_exception
+        d[_T.GET_STATUS] = self.get_status
+        d[_T.GET_STATUS_UNIQUE] = self.get_status_unique
+        d[_T.ECHO_REQ] = self.echo
+        d[_T.OPTION_REQ] = self.option
+        d[_T.SET_CLIENT_ID] = self.set_client_id
+        d[_T.CAN_DO_TIMEOUT] = self.can_do_timeout
+        # Everything else (responses, ALL_YOURS, SUBMIT_JOB_SCHED, type 5) is
+        # "Command not expected", as gearmand answers.
+
+    # ------------------------------------------------------------------ output
+
+    def send(self, peer: Peer, data: bytes) -> None:
+        """Queue ``data`` for ``peer``; it is written when the batch is flushed."""
+        if peer.closed:
+            return
+        out = peer.out
+        if not out:
+            self.dirty.append(peer)
+        out.append(data)
+
+    def flush(self) -> None:
+        """Ask every peer with pending output to write it."""
+        dirty = self.dirty
+        while dirty:
+            batch = dirty[:]
+            dirty.clear()
+            for peer in batch:
+                peer.flush()
+
+    # ------------------------------------------------------------------ peers
+
+    def connect(self, peer: Peer) -> None:
+        """Register a new connection."""
+        if self.exceptions:
+            peer.exceptions = True
+        self.peers[peer] = None
+
+    def disconnect(self, peer: Peer) -> None:
+        """The connection is gone: requeue its running jobs, detach it from its jobs."""
+        if peer.closed:
+            return
+        woken_unused = peer.sleeping and peer.noop_sent
+        peer.closed = True
+        peer.out.clear()
+        self.peers.pop(peer, None)
+        for job in list(peer.jobs):
+            self._requeue(job)
+        for job in list(peer.listening):
+            self._detach(job, peer)
+        funcs = peer.funcs
+        for f in peer.abilities:
+            f.workers -= 1
+        peer.abilities = []
+        peer.funcs = []
+        peer.timeouts.clear()
+        if woken_unused:
+            # It was woken for a job it never grabbed: pass the wakeup on.
+            for f in funcs:
+                if self._has_runnable(f):
+                    self._wake(f, 1)
+
+    # ------------------------------------------------------------------ functions
+
+    def function(self, name: bytes) -> Function:
+        """Get or create a function (gearmand never forgets one unless dropped)."""
+        f = self.functions.get(name)
+        if f is None:
+            f = self.functions[name] = Function(name)
+        return f
+
+    def drop_function(self, f: Function) -> None:
+        del self.functions[f.name]
+
+    # ------------------------------------------------------------------ submit
+
+    def _submit_handler(self, priority: int, background: bool) -> Handler:
+        def handler(peer: Peer, args: tuple[bytes, ...]) -> None:
+            self.submit(peer, args[0], args[1], args[2], priority, background)
+
+        return handler
+
+    def _reduce_handler(self, background: bool) -> Handler:
+        def handler(peer: Peer, args: tuple[bytes, ...]) -> None:
+            # args: function, unique, reducer, aggregator (ignored), data
+            if len(args[2]) > MAX_UNIQUE:
+                self.send(peer, ERR_UNIQUE_TOO_LARGE)
+                return
+            self.submit(peer, args[0], args[1], args[4], NORMAL, background, reducer=args[2])
+
+        return handler
+
+    def submit_epoch(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        self.submit(peer, args[0], args[1], args[3], NORMAL, True, when=atoi(args[2]))
+
+    def submit(
+        self,
+        peer: Peer | None,
+        name: bytes,
+        unique: bytes,
+        data: bytes,
+        priority: int,
+        background: bool,
+        *,
+        when: int = 0,
+        reducer: bytes = b"",
+        defer: bool = False,
+        stored: StoredJob | None = None,
+    ) -> Job | None:
+        """Create a job or coalesce onto an existing one; answer ``peer``.
+
+        Args:
+            peer: the submitting connection (``None`` when replaying the store).
+            defer: create the job but neither queue it nor answer JOB_CREATED; the
+                caller makes it durable first, then calls ``activate`` or ``abort``.
+            stored: the store's record of a replayed job.
+
+        Returns:
+            The new job, or ``None`` when the submit coalesced or was refused.
+        """
+        if len(unique) > MAX_UNIQUE:
+            if peer is not None:
+                self.send(peer, ERR_UNIQUE_TOO_LARGE)
+            return None
+        f = self.functions.get(name)
+        if f is None:
+            f = self.functions[name] = Function(name)
+        key: tuple[bytes, ...] | None
+        if not unique:
+            key = None
+        elif unique == b"-":
+            key = (name, unique, data) if data else None
+        else:
+            key = (name, unique)
+        if key is not None:
+            existing = self.uniques.get(key)
+            if existing is not None:
+                if peer is not None:
+                    if not background:
+                        existing.clients.append(peer)
+                        peer.listening.add(existing)
+                    self.send(peer, _packet(_T.JOB_CREATED, existing.handle))
+                return None
+        limit = f.maxqueue[priority]
+        if limit > 0 and f.total >= limit and stored is None:
+            if peer is not None:
+                self.send(peer, ERR_QUEUE_FULL)
+            return None
+        handle = self.handle_prefix + str(next(self._counter)).encode()
+        job = Job(handle, f, unique, data, priority, background, when, reducer)
+        job.key = key
+        job.stored = stored
+        f.total += 1
+        self.handles[handle] = job
+        if key is not None:
+            self.uniques[key] = job
+        submitted = self.stats.submitted
+        submitted[name] = submitted.get(name, 0) + 1
+        if not background and peer is not None:
+            job.clients.append(peer)
+            peer.listening.add(job)
+        if defer:
+            job.pending = True
+            return job
+        self._enqueue(job)
+        if peer is not None:
+            self.send(peer, _packet(_T.JOB_CREATED, handle))
+        return job
+
+    def activate(self, job: Job, peer: Peer, stored: StoredJob) -> None:
+        """The store made a deferred job durable: queue it and answer JOB_CREATED."""
+        job.pending = False
+        job.stored = stored
+        if job.ignore or not job.alive:
+            # Every client that coalesced onto it left meanwhile.
+            job.stored = None
+            self._notify_done(stored)
+            if job.alive:
+                self._remove(job)
+        else:
+            self._enqueue(job)
+        self.send(peer, _packet(_T.JOB_CREATED, job.handle))
+
+    def abort(self, job: Job, peer: Peer, error: bytes) -> None:
+        """The store refused a deferred job: forget it and answer ``error``."""
+        job.pending = False
+        if job.alive:
+            fail = _packet(_T.WORK_FAIL, job.handle)
+            for client in job.clients:
+                self.send(client, fail)
+            self._remove(job)
+        self.send(peer, error)
+
+    # ------------------------------------------------------------------ queueing
+
+    def _enqueue(self, job: Job) -> None:
+        if job.when and job.when > self.clock():
+            f = job.func
+            f.delayed[job.priority] += 1
+            heapq.heappush(self._epoch_heap, (job.when, next(self._epoch_seq), job))
+            self._arm_epoch_timer()
+            return
+        job.func.queues[job.priority].append(job)
+        if job.func.sleepers:
+            self._wake(job.func, 1)
+
+    def _arm_epoch_timer(self) -> None:
+        heap = self._epoch_heap
+        if not heap:
+            return
+        first = heap[0][0]
+        if self._epoch_timer is not None:
+            if self._epoch_timer_at <= first:
+                return
+            self._epoch_timer.cancel()
+        self._epoch_timer_at = first
+        self._epoch_timer = self.timers.call_later(max(0.0, first - self.clock()), self._epoch_due)
+
+    def _epoch_due(self) -> None:
+        self._epoch_timer = None
+        now = self.clock()
+        heap = self._epoch_heap
+        while heap and heap[0][0] <= now:
+            job = heapq.heappop(heap)[2]
+            if not job.alive:
+                continue
+            f = job.func
+            f.delayed[job.priority] -= 1
+            f.queues[job.priority].append(job)
+            if f.sleepers and not job.ignore:
+                self._wake(f, 1)
+        self._arm_epoch_timer()
+
+    def _wake(self, f: Function, jobs: int) -> None:
+        """NOOP up to ``worker_wakeup * jobs`` sleeping workers of ``f`` (0 = all)."""
+        sleepers = f.sleepers
+        budget = self.worker_wakeup * jobs if self.worker_wakeup > 0 else len(sleepers)
+        noop = NOOP_PACKET
+        while sleepers and budget > 0:
+            peer, seq = sleepers.popleft()
+            if peer.sleeping and not peer.noop_sent and peer.sleep_seq == seq and not peer.closed:
+                peer.noop_sent = True
+                self.send(peer, noop)
+                budget -= 1
+
+    def _has_runnable(self, f: Function) -> bool:
+        for q in f.queues:
+            while q:
+                if q[0].ignore:
+                    self._reap(q.popleft())
+                    continue
+                return True
+        return False
+
+    def _reap(self, job: Job) -> None:
+        """Drop an ignored job that a GRAB (or a check) reached in its queue."""
+        if job.alive:
+            self._remove(job)
+
+    def _remove(self, job: Job) -> None:
+        """Forget a job entirely (it is no longer queued or running)."""
+        job.alive = False
+        f = job.func
+        f.total -= 1
+        self.handles.pop(job.handle, None)
+        key = job.key
+        if key is not None and self.uniques.get(key) is job:
+            del self.uniques[key]
+        worker = job.worker
+        if worker is not None:
+            f.running -= 1
+            worker.jobs.discard(job)
+            job.worker = None
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+        for client in job.clients:
+            client.listening.discard(job)
+        job.clients = []
+        stored = job.stored
+        if stored is not None:
+            job.stored = None
+            self._notify_done(stored)
+
+    def _notify_done(self, stored: StoredJob) -> None:
+        if self.store_done is not None:
+            self.store_done(stored)
+
+    def _requeue(self, job: Job) -> None:
+        """The job's worker is gone (disconnect, CANT_DO, timeout): retry or fail it."""
+        worker = job.worker
+        if worker is not None:
+            worker.jobs.discard(job)
+            job.worker = None
+            job.func.running -= 1
+        if job.timer is not None:
+            job.timer.cancel()
+            job.timer = None
+        job.retries += 1
+        if job.ignore:
+            self._remove(job)
+            return
+        if 0 <= self.job_retries < job.retries:
+            logger.info(
+                "dropped job %r after %d retries", job.handle.decode(errors="replace"), job.retries
+            )
+            fail = _packet(_T.WORK_FAIL, job.handle)
+            for client in job.clients:
+                self.send(client, fail)
+            self._count_finished(job, "fail")
+            self._remove(job)
+            return
+        job.numerator = job.denominator = b"0"
+        job.func.queues[job.priority].append(job)
+        if job.func.sleepers:
+            self._wake(job.func, 1)
+
+    def _detach(self, job: Job, peer: Peer) -> None:
+        """A waiting client left; a job nobody waits for any more is ignored."""
+        clients = job.clients
+        try:
+            clients.remove(peer)
+        except ValueError:
+            return
+        peer.listening.discard(job)
+        if not clients and job.alive:
+            self._ignore(job)
+
+    def _ignore(self, job: Job) -> None:
+        job.ignore = True
+        key = job.key
+        if key is not None and self.uniques.get(key) is job:
+            del self.uniques[key]
+        stored = job.stored
+        if stored is not None:
+            job.stored = None
+            self._notify_done(stored)
+
+    def cancel(self, handle: bytes) -> bool:
+        """Admin ``cancel job``: WORK_FAIL to its clients, leave the store, ignore it."""
+        job = self.handles.get(handle)
+        if job is None or job.ignore:
+            return job is not None
+        fail = _packet(_T.WORK_FAIL, job.handle)
+        for client in job.clients:
+            self.send(client, fail)
+            client.listening.discard(job)
+        job.clients = []
+        self._ignore(job)
+        return True
+
+    # ------------------------------------------------------------------ workers
+
+    def can_do(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        self._add_ability(peer, args[0])
+        peer.timeouts.pop(self.function(args[0]), None)
+
+    def can_do_timeout(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        f = self._add_ability(peer, args[0])
+        ms = atoi(args[1])
+        if ms > 0:
+            peer.timeouts[f] = ms
+        else:
+            peer.timeouts.pop(f, None)
+
+    def _add_ability(self, peer: Peer, name: bytes) -> Function:
+        f = self.function(name)
+        peer.abilities.append(f)
+        f.workers += 1
+        if f not in peer.funcs:
+            peer.funcs.append(f)
+            if peer.sleeping and not peer.noop_sent:
+                if self._has_runnable(f):
+                    peer.noop_sent = True
+                    self.send(peer, NOOP_PACKET)
+                else:
+                    self._add_sleeper(f, peer)
+        return f
+
+    def cant_do(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        f = self.functions.get(args[0])
+        if f is None or f not in peer.funcs:
+            return
+        self._remove_abilities(peer, {f})
+
+    def reset_abilities(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        self._remove_abilities(peer, set(peer.funcs))
+
+    def _remove_abilities(self, peer: Peer, gone: set[Function]) -> None:
+        kept = []
+        for f in peer.abilities:
+            if f in gone:
+                f.workers -= 1
+            else:
+                kept.append(f)
+        peer.abilities = kept
+        peer.funcs = [f for f in peer.funcs if f not in gone]
+        for f in gone:
+            peer.timeouts.pop(f, None)
+        for job in [j for j in peer.jobs if j.func in gone]:
+            self._requeue(job)
+
+    def _add_sleeper(self, f: Function, peer: Peer) -> None:
+        sleepers = f.sleepers
+        sleepers.append((peer, peer.sleep_seq))
+        if len(sleepers) > 2 * f.workers + 16:
+            # Workers that slept many times without a job for this function leave
+            # stale entries behind; keep the deque proportional to live sleepers.
+            live = [
+                (p, s)
+                for p, s in sleepers
+                if p.sleeping and not p.noop_sent and p.sleep_seq == s and not p.closed
+            ]
+            sleepers.clear()
+            sleepers.extend(live)
+
+    def pre_sleep(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        peer.sleeping = True
+        peer.noop_sent = False
+        peer.sleep_seq += 1
+        for f in peer.funcs:
+            if self._has_runnable(f):
+                peer.noop_sent = True
+                self.send(peer, NOOP_PACKET)
+                return
+        for f in peer.funcs:
+            self._add_sleeper(f, peer)
+
+    def _take(self, peer: Peer) -> Job | None:
+        funcs = peer.funcs
+        n = len(funcs)
+        if n == 1:
+            f = funcs[0]
+            for q in f.queues:
+                while q:
+                    job = q.popleft()
+                    if job.ignore:
+                        self._reap(job)
+                        continue
+                    return job
+            return None
+        start = peer.rr
+        for p in (HIGH, NORMAL, LOW):
+            for i in range(n):
+                idx = (start + i) % n
+                q = funcs[idx].queues[p]
+                while q:
+                    job = q.popleft()
+                    if job.ignore:
+                        self._reap(job)
+                        continue
+                    peer.rr = idx + 1
+                    return job
+        return None
+
+    def _assign(self, peer: Peer) -> Job | None:
+        peer.sleeping = False
+        peer.noop_sent = False
+        job = self._take(peer)
+        if job is None:
+            self.send(peer, NO_JOB_PACKET)
+            return None
+        job.worker = peer
+        job.func.running += 1
+        peer.jobs.add(job)
+        if peer.timeouts:
+            ms = peer.timeouts.get(job.func)
+            if ms:
+                job.timer = self.timers.call_later(
+                    max(ms, MIN_TIMEOUT_MS) / 1000.0, lambda: self._timed_out(job, peer)
+                )
+        return job
+
+    def _timed_out(self, job: Job, peer: Peer) -> None:
+        job.timer = None
+        if job.alive and job.worker is peer:
+            logger.info(
+                "job %s timed out on worker fd %d, requeueing",
+                job.handle.decode(errors="replace"),
+                peer.fd,
+            )
+            self._requeue(job)
+
+    def grab_job(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        job = self._assign(peer)
+        if job is not None:
+            self.send(peer, _packet(_T.JOB_ASSIGN, job.handle, job.func.name, job.data))
+
+    def grab_job_uniq(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        job = self._assign(peer)
+        if job is not None:
+            self.send(
+                peer,
+                _packet(_T.JOB_ASSIGN_UNIQ, job.handle, job.func.name, job.unique, job.data),
+            )
+
+    def grab_job_all(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        job = self._assign(peer)
+        if job is None:
+            return
+        if job.reducer:
+            packet = _packet(
+                _T.JOB_ASSIGN_ALL, job.handle, job.func.name, job.unique, job.reducer, job.data
+            )
+        else:
+            packet = _packet(_T.JOB_ASSIGN_UNIQ, job.handle, job.func.name, job.unique, job.data)
+        self.send(peer, packet)
+
+    # ------------------------------------------------------------------ results
+
+    def _owned(self, peer: Peer, handle: bytes, error: bytes) -> Job | None:
+        job = self.handles.get(handle)
+        if job is None or job.worker is not peer:
+            self.send(peer, error)
+            return None
+        return job
+
+    def _fan_out(self, job: Job, packet: bytes) -> None:
+        for client in job.clients:
+            self.send(client, packet)
+
+    def work_data(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        job = self._owned(peer, args[0], ERR_NOT_FOUND_DATA)
+        if job is not None and job.clients:
+            self._fan_out(job, _packet(_T.WORK_DATA, args[0], args[1]))
+
+    def work_warning(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        job = self._owned(peer, args[0], ERR_NOT_FOUND_DATA)
+        if job is not None and job.clients:
+            self._fan_out(job, _packet(_T.WORK_WARNING, args[0], args[1]))
+
+    def work_status(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        job = self._owned(peer, args[0], ERR_NOT_FOUND_RESULT)
+        if job is None:
+            return
+        job.numerator = str(atoi(args[1]) & 0xFFFFFFFF).encode()
+        job.denominator = str(atoi(args[2]) & 0xFFFFFFFF).encode()
+        if job.clients:
+            self._fan_out(job, _packet(_T.WORK_STATUS, *args))
+
+    def work_complete(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        job = self._owned(peer, args[0], ERR_NOT_FOUND_RESULT)
+        if job is None:
+            return
+        if job.clients:
+            self._fan_out(job, _packet(_T.WORK_COMPLETE, args[0], args[1]))
+        self._count_finished(job, "complete")
+        self._remove(job)
+
+    def work_fail(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        if len(args[0]) >= MAX_HANDLE:
+            self.send(peer, ERR_HANDLE_TOO_LARGE)
+            return
+        job = self._owned(peer, args[0], ERR_NOT_FOUND_RESULT)
+        if job is None:
+            return
+        if job.clients:
+            self._fan_out(job, _packet(_T.WORK_FAIL, args[0]))
+        self._count_finished(job, "fail")
+        self._remove(job)
+
+    def work_exception(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        job = self._owned(peer, args[0], ERR_NOT_FOUND_EXCEPTION)
+        if job is None:
+            return
+        if job.clients:
+            exc = _packet(_T.WORK_EXCEPTION, args[0], args[1])
+            # gearmand's quirk: clients without the option get the handle plus a NUL.
+            fail = _packet(_T.WORK_FAIL, args[0], b"")
+            for client in job.clients:
+                self.send(client, exc if client.exceptions else fail)
+        self._count_finished(job, "exception")
+        self._remove(job)
+
+    def _count_finished(self, job: Job, result: str) -> None:
+        finished = self.stats.finished
+        key = (job.func.name, result)
+        finished[key] = finished.get(key, 0) + 1
+
+    # ------------------------------------------------------------------ misc
+
+    def handle(self, peer: Peer, ptype: int, args: tuple[bytes, ...]) -> None:
+        """Dispatch one decoded request packet."""
+        self.dispatch[ptype](peer, args)
+
+    def _not_expected(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        self.send(peer, ERR_NOT_EXPECTED)
+
+    def get_status(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        handle = args[0]
+        if len(handle) >= MAX_HANDLE:
+            raise DropPeer("GET_STATUS handle too long")
+        job = self.handles.get(handle)
+        if job is None:
+            self.send(peer, _packet(_T.STATUS_RES, handle, b"0", b"0", b"0", b"0"))
+            return
+        running = b"1" if job.worker is not None else b"0"
+        self.send(
+            peer,
+            _packet(_T.STATUS_RES, handle, b"1", running, job.numerator, job.denominator),
+        )
+
+    def find_unique(self, unique: bytes) -> Job | None:
+        """The first live job with this unique id, in any function."""
+        uniques = self.uniques
+        for name in self.functions:
+            job = uniques.get((name, unique))
+            if job is not None:
+                return job
+        return None
+
+    def get_status_unique(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        unique = args[0]
+        job = self.find_unique(unique)
+        if job is None:
+            packet = _packet(_T.STATUS_RES_UNIQUE, unique, b"0", b"0", b"0", b"0", b"0")
+        else:
+            packet = _packet(
+                _T.STATUS_RES_UNIQUE,
+                unique,
+                b"1",
+                b"1" if job.worker is not None else b"0",
+                job.numerator,
+                job.denominator,
+                str(len(job.clients)).encode(),
+            )
+        self.send(peer, packet)
+
+    def echo(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        data = args[0]
+        self.send(peer, encode_header(_T.ECHO_RES, len(data)) + data)
+
+    def option(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        if args[0].lower() == b"exceptions":
+            peer.exceptions = True
+            self.send(peer, _packet(_T.OPTION_RES, args[0]))
+        else:
+            self.send(peer, ERR_UNKNOWN_OPTION)
+
+    def set_client_id(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+        peer.client_id = args[0][:MAX_CLIENT_ID]
+
+    # ------------------------------------------------------------------ replay
+
+    def replay(self, stored: StoredJob) -> Job | None:
+        """Re-create a background job from the persistent queue (before listening)."""
+        return self.submit(
+            None,
+            stored.function,
+            stored.unique,
+            stored.data,
+            int(stored.priority),
+            True,
+            when=stored.when,
+            stored=stored,
+        )
+
+    # ------------------------------------------------------------------ views
+
+    def job_count(self) -> int:
+        """Jobs that exist (queued, running, delayed, pending)."""
+        return len(self.handles)
+
+    def stored_record(self, job: Job) -> StoredJob:
+        """The record a store keeps for a new background job."""
+        return StoredJob(
+            function=job.func.name,
+            unique=job.unique,
+            data=job.data,
+            priority=Priority(job.priority),
+            when=job.when,
+        )
+
+
+__all__ = [
+    "DropPeer",
+    "Function",
+    "Job",
+    "Peer",
+    "Scheduler",
+    "Stats",
+    "Timers",
+    "atoi",
+]

@@ -1,0 +1,237 @@
+"""GearmanServer: store replay, listeners, timers, graceful and immediate shutdown.
+
+``start()`` opens the store, replays its background jobs into the scheduler, then opens
+the listeners and returns the bound addresses (port 0 works).  ``shutdown(graceful)``
+closes the listeners; a graceful one then waits until no job is left before closing
+the connections; both close the store.  Signal handling is the CLI's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from gearshift import __version__
+from gearshift.server.config import ServerConfig
+from gearshift.server.connection import Connection, is_loopback
+from gearshift.server.jobs import Peer, Scheduler
+from gearshift.store import Store, StoredJob, open_store
+
+logger = logging.getLogger(__name__)
+
+#: How often a graceful shutdown checks whether the last job is gone.
+_DRAIN_POLL = 0.05
+
+
+class _LoopTimers:
+    """Scheduler timers on the event loop; output they cause is flushed right after."""
+
+    __slots__ = ("loop", "server")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, server: GearmanServer) -> None:
+        self.loop = loop
+        self.server = server
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return self.loop.call_later(delay, self._fire, callback)
+
+    def _fire(self, callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        finally:
+            self.server.scheduler.flush()
+
+
+class GearmanServer:
+    """A Gearman job server on one asyncio event loop.
+
+    Args:
+        config: listen address, limits and gearmand options; defaults otherwise.
+        store: the durable queue; by default built from ``config.queue_type`` and
+            ``config.queue_options`` with ``gearshift.store.open_store``.
+    """
+
+    def __init__(self, config: ServerConfig | None = None, *, store: Store | None = None) -> None:
+        self.config = config or ServerConfig()
+        self.version = __version__
+        self._store = store
+        self.connections: set[Connection] = set()
+        self.addresses: list[tuple[str, int]] = []
+        self._listeners: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopped: asyncio.Event | None = None
+        self._cut_short = asyncio.Event()
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._idle_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.persistent = False
+        self.loop: asyncio.AbstractEventLoop
+        self.scheduler: Scheduler
+        self.store: Store
+
+    @property
+    def verbose(self) -> str:
+        return self.config.verbose
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Open the store, replay it, listen; return the bound (host, port) pairs.
+
+        Raises:
+            ConfigError: the store cannot be built from the configuration.
+            StoreError: the store cannot be opened or replayed.
+            OSError: the address cannot be bound.
+        """
+        cfg = self.config
+        self.loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        self._cut_short = asyncio.Event()
+        self.store = self._store or open_store(cfg.queue_type, cfg.queue_options)
+        self.persistent = self.store.persistent
+        self.scheduler = Scheduler(
+            _LoopTimers(self.loop, self),
+            time.time,
+            handle_prefix=cfg.handle_prefix.encode(),
+            job_retries=cfg.job_retries,
+            worker_wakeup=cfg.worker_wakeup,
+            exceptions=cfg.exceptions,
+            store_done=self._store_done if self.persistent else None,
+        )
+        await self.store.open()
+        if self.persistent:
+            replayed = 0
+            async for stored in self.store.replay():
+                self.scheduler.replay(stored)
+                replayed += 1
+            logger.info("replayed %d jobs from %s", replayed, self.store.describe())
+        try:
+            self._listeners = await self._listen()
+        except BaseException:
+            await self.store.close()
+            raise
+        self.addresses = []
+        for listener in self._listeners:
+            for sock in listener.sockets:
+                addr = sock.getsockname()
+                self.addresses.append((str(addr[0]), int(addr[1])))
+        if cfg.idle_timeout:
+            self._idle_task = self.loop.create_task(self._reap_idle(cfg.idle_timeout))
+        logger.info(
+            "listening on %s",
+            ", ".join(f"{h}:{p}" for h, p in self.addresses),
+        )
+        return list(self.addresses)
+
+    async def _listen(self) -> list[asyncio.Server]:
+        cfg = self.config
+        server = await self.loop.create_server(
+            lambda: Connection(self),
+            host=cfg.listen or None,
+            port=cfg.port,
+            backlog=cfg.backlog,
+            reuse_address=True,
+        )
+        return [server]
+
+    async def serve_forever(self) -> None:
+        """Wait until the server has shut down (by ``shutdown``, admin or a signal)."""
+        assert self._stopped is not None, "call start() first"
+        await self._stopped.wait()
+        if self._shutdown_task is not None:
+            await asyncio.shield(self._shutdown_task)
+
+    def request_shutdown(self, graceful: bool) -> None:
+        """Start a shutdown from synchronous code (admin command, signal handler)."""
+        if self._shutdown_task is None:
+            self._shutdown_task = self.loop.create_task(self.shutdown(graceful))
+        elif not graceful:
+            # An immediate stop cuts a graceful drain short.
+            self._closing = True
+            self._cut_short.set()
+
+    async def shutdown(self, graceful: bool = False) -> None:
+        """Stop listening; if ``graceful``, wait until no job is left; close everything."""
+        for listener in self._listeners:
+            listener.close()
+        if graceful:
+            logger.info("graceful shutdown: waiting for %d jobs", self.scheduler.job_count())
+            while self.scheduler.job_count() and not self._closing:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._cut_short.wait(), _DRAIN_POLL)
+        self._closing = True
+        self._close_all()
+        for listener in self._listeners:
+            await listener.wait_closed()
+        self._listeners = []
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5.0)
+        try:
+            await self.store.close()
+        except Exception:
+            logger.exception("closing the store failed")
+        if self._stopped is not None:
+            self._stopped.set()
+
+    def _close_all(self) -> None:
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+
+    async def __aenter__(self) -> GearmanServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._shutdown_task is not None:
+            await asyncio.shield(self._shutdown_task)
+        elif not self._closing:
+            await self.shutdown(False)
+
+    # ------------------------------------------------------------------ helpers
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Keep a reference to a background task until it ends."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.track(self.loop.create_task(coro))
+
+    def _store_done(self, stored: StoredJob) -> None:
+        self.spawn(self._done(stored))
+
+    async def _done(self, stored: StoredJob) -> None:
+        try:
+            await self.store.done(stored)
+        except Exception:
+            logger.exception("store done failed for %r/%r", stored.function, stored.unique)
+
+    async def _reap_idle(self, idle: float) -> None:
+        while True:
+            await asyncio.sleep(max(idle / 4, 0.05))
+            limit = self.loop.time() - idle
+            for conn in list(self.connections):
+                # Only silent peers with no role: a sleeping worker is quiet by design.
+                if (
+                    conn.last_active < limit
+                    and not conn.abilities
+                    and not conn.jobs
+                    and not conn.listening
+                ):
+                    conn.close(f"idle for more than {idle:g}s")
+
+    # ------------------------------------------------------------------ admin host
+
+    def getpid(self) -> int:
+        return os.getpid()
+
+    def may_shutdown(self, peer: Peer) -> bool:
+        return is_loopback(peer.host)
