@@ -1,0 +1,957 @@
+"""AsyncClient: submit jobs to one or more Gearman servers and follow their progress.
+
+How it works: the client keeps at most one connection per server, opened on first use.
+Each connection owns a ``ClientProtocol`` (the sans-IO core) and one reader task that
+feeds it bytes and dispatches the events: a JOB_CREATED resolves the submit that was
+waiting for it and attaches the foreground ``AsyncJob`` to its handle, WORK_* packets
+go to the jobs attached to their handle.  Thousands of jobs can be in flight on one
+connection.
+
+Routing and failover: a job goes to the servers in the order ``routing`` gives
+(by default a rendezvous hash of (function, unique), so the same unique always reaches
+the same server and coalesces there).  If connecting fails, or the connection drops
+before JOB_CREATED, the next server is tried.  Once JOB_CREATED has arrived the job is
+the server's; losing the connection then fails the job with ConnectionLost and nothing
+is resubmitted (the job may still run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+import hashlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Generic, TypeVar, overload
+
+from gearshift._async.net import (
+    READ_SIZE,
+    ServerAddress,
+    ServersArg,
+    open_connection,
+    parse_servers,
+)
+from gearshift.codecs import Codec, get_codec
+from gearshift.errors import (
+    ClosedError,
+    ConnectError,
+    ConnectionLost,
+    GearmanTimeout,
+    JobException,
+    JobFailed,
+    JobTimeout,
+    RemoteProtocolError,
+    ServerUnavailable,
+)
+from gearshift.protocol.client import (
+    ClientProtocol,
+    EchoReply,
+    JobCreated,
+    JobStatus,
+    OptionAccepted,
+    RequestFailed,
+    ServerErrorReceived,
+    StatusReply,
+    WorkUpdate,
+)
+from gearshift.protocol.packets import PacketType, Priority
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Above this many unsent bytes a submit waits for the socket to drain.
+_HIGH_WATER = 1 << 20
+
+
+class JobState(enum.Enum):
+    """Where a submitted job is, as far as this client knows."""
+
+    QUEUED = "queued"  # sent, no JOB_CREATED yet
+    CREATED = "created"  # the server has it
+    RUNNING = "running"  # a worker sent data, a warning or a status
+    COMPLETE = "complete"
+    FAILED = "failed"
+    EXCEPTION = "exception"
+    UNKNOWN = "unknown"  # the connection was lost after JOB_CREATED
+
+
+class JobHandle(str):
+    """A job handle (``H:host:42``) that also remembers which server owns it."""
+
+    server: ServerAddress | None
+
+    def __new__(cls, handle: str, server: ServerAddress | None = None) -> JobHandle:
+        obj = super().__new__(cls, handle)
+        obj.server = server
+        return obj
+
+
+@dataclass(frozen=True, slots=True)
+class WorkData(Generic[T]):
+    """WORK_DATA: a chunk of partial output."""
+
+    data: T
+
+
+@dataclass(frozen=True, slots=True)
+class WorkWarning(Generic[T]):
+    """WORK_WARNING: a warning from the worker."""
+
+    data: T
+
+
+@dataclass(frozen=True, slots=True)
+class WorkStatus:
+    """WORK_STATUS: progress as numerator / denominator."""
+
+    numerator: int
+    denominator: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkComplete(Generic[T]):
+    """WORK_COMPLETE: the job's result (last update)."""
+
+    result: T
+
+
+@dataclass(frozen=True, slots=True)
+class WorkFail:
+    """WORK_FAIL: the job failed (last update)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkException:
+    """WORK_EXCEPTION: the worker raised; ``payload`` is what it sent (last update)."""
+
+    payload: bytes
+
+
+JobUpdate = (
+    WorkData[Any] | WorkWarning[Any] | WorkStatus | WorkComplete[Any] | WorkFail | WorkException
+)
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    # Mark the exception as retrieved: a job nobody awaits must not log "never retrieved".
+    if not future.cancelled():
+        future.exception()
+
+
+class AsyncJob(Generic[T]):
+    """A foreground job: awaitable for its result, with its stream of updates.
+
+    ``await job`` returns the result or raises JobFailed, JobException, ConnectionLost.
+    ``data_chunks``, ``warnings`` and ``status`` accumulate as updates arrive;
+    ``updates()`` replays them all from the start and then follows new ones.
+    """
+
+    def __init__(
+        self,
+        function: str,
+        unique: str,
+        codec: Codec[T],
+        *,
+        on_data: Callable[[T], object] | None = None,
+        on_warning: Callable[[T], object] | None = None,
+        on_status: Callable[[int, int], object] | None = None,
+    ) -> None:
+        self.function = function
+        self.unique = unique
+        self.handle: JobHandle | None = None
+        self.state = JobState.QUEUED
+        self.status: tuple[int, int] = (0, 0)
+        self.data_chunks: list[T] = []
+        self.warnings: list[T] = []
+        self._codec = codec
+        self._on_data = on_data
+        self._on_warning = on_warning
+        self._on_status = on_status
+        self._future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._future.add_done_callback(_consume)
+        self._history: list[JobUpdate] = []
+        self._changed = asyncio.Event()
+        self._detach: Callable[[], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<AsyncJob {self.function} handle={self.handle} state={self.state.value}>"
+
+    def __await__(self) -> Any:
+        return self.result().__await__()
+
+    # -- called by the connection -------------------------------------------------------
+
+    def _created(self, handle: JobHandle, detach: Callable[[], None]) -> None:
+        self.handle = handle
+        self.state = JobState.CREATED
+        self._detach = detach
+
+    def _push(self, update: JobUpdate) -> None:
+        self._history.append(update)
+        self._changed.set()
+
+    def _update(self, packet: WorkUpdate) -> None:
+        if self._future.done():
+            return
+        ptype = packet.type
+        if ptype == PacketType.WORK_COMPLETE:
+            try:
+                result = self._codec.decode(packet.data)
+            except Exception as exc:  # a payload the codec cannot read fails this job only
+                self.state = JobState.FAILED
+                self._future.set_exception(exc)
+                self._push(WorkFail())
+                return
+            self.state = JobState.COMPLETE
+            self._push(WorkComplete(result))
+            self._future.set_result(result)
+        elif ptype == PacketType.WORK_FAIL:
+            self.state = JobState.FAILED
+            self._push(WorkFail())
+            self._future.set_exception(JobFailed(packet.handle))
+        elif ptype == PacketType.WORK_EXCEPTION:
+            self.state = JobState.EXCEPTION
+            self._push(WorkException(packet.data))
+            self._future.set_exception(JobException(packet.handle, packet.data))
+        else:
+            self.state = JobState.RUNNING
+            if ptype == PacketType.WORK_STATUS:
+                self.status = (packet.numerator, packet.denominator)
+                self._push(WorkStatus(packet.numerator, packet.denominator))
+                if self._on_status is not None:
+                    self._callback(self._on_status, packet.numerator, packet.denominator)
+            else:
+                value = self._codec.decode(packet.data)
+                if ptype == PacketType.WORK_DATA:
+                    self.data_chunks.append(value)
+                    self._push(WorkData(value))
+                    if self._on_data is not None:
+                        self._callback(self._on_data, value)
+                else:
+                    self.warnings.append(value)
+                    self._push(WorkWarning(value))
+                    if self._on_warning is not None:
+                        self._callback(self._on_warning, value)
+
+    def _callback(self, fn: Callable[..., object], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            logger.exception("job %s: update callback raised", self.handle)
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self._future.done():
+            self.state = JobState.UNKNOWN if self.handle is not None else self.state
+            self._future.set_exception(exc)
+            self._changed.set()
+
+    # -- public -------------------------------------------------------------------------
+
+    async def result(self, timeout: float | None = None) -> T:  # noqa: ASYNC109
+        """Wait for the job's result.
+
+        Args:
+            timeout: seconds to wait; None waits until the job ends.
+
+        Raises:
+            JobFailed: the worker sent WORK_FAIL (or the server gave up on the job).
+            JobException: the worker sent WORK_EXCEPTION; ``payload`` holds its message.
+            JobTimeout: ``timeout`` passed first (the job goes on running).
+            ConnectionLost: the server connection dropped after JOB_CREATED.
+        """
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                return await asyncio.shield(self._future)
+        except TimeoutError as exc:
+            if scope.expired():
+                raise JobTimeout(f"job {self.handle} did not finish in {timeout}s") from exc
+            raise
+
+    def done(self) -> bool:
+        """True once the job ended (or the wait for it was cancelled)."""
+        return self._future.done()
+
+    def cancelled(self) -> bool:
+        """True if ``cancel()`` stopped the wait."""
+        return self._future.cancelled()
+
+    def exception(self) -> BaseException | None:
+        """The exception the job ended with, None after a result.
+
+        Raises:
+            asyncio.InvalidStateError: the job is not done yet.
+        """
+        return self._future.exception()
+
+    def add_done_callback(self, fn: Callable[[AsyncJob[T]], object]) -> None:
+        """Call ``fn(job)`` once the job is done."""
+        self._future.add_done_callback(lambda _: fn(self))
+
+    def cancel(self) -> bool:
+        """Stop waiting for the job (the server and worker carry on with it)."""
+        if self._detach is not None:
+            self._detach()
+            self._detach = None
+        cancelled = self._future.cancel()
+        self._changed.set()
+        return cancelled
+
+    async def updates(self) -> AsyncIterator[JobUpdate]:
+        """Every update from the start: WorkData, WorkWarning, WorkStatus, then one of
+        WorkComplete, WorkFail or WorkException.  Ends after the last one (or when the
+        wait is cancelled or the connection is lost)."""
+        index = 0
+        while True:
+            while index < len(self._history):
+                update = self._history[index]
+                index += 1
+                yield update
+            if self._future.done():
+                return
+            self._changed.clear()
+            await self._changed.wait()
+
+
+class _Submit:
+    """The tag of a pending submit: its future and (for foreground) its job."""
+
+    __slots__ = ("future", "job")
+
+    def __init__(self, future: asyncio.Future[JobHandle], job: AsyncJob[Any] | None) -> None:
+        self.future = future
+        self.job = job
+
+
+class _LostBeforeCreated(ConnectionLost):
+    """The connection dropped before JOB_CREATED: safe to try the next server."""
+
+
+class _Connection:
+    """One client connection: the protocol core, a writer, and the reader task."""
+
+    def __init__(
+        self,
+        address: ServerAddress,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_lost: Callable[[_Connection], None],
+    ) -> None:
+        self.address = address
+        self.proto = ClientProtocol()
+        self.writer = writer
+        self.jobs: dict[bytes, list[AsyncJob[Any]]] = {}
+        self.closed = False
+        self._on_lost = on_lost
+        self._close_error: BaseException | None = None
+        self._task = asyncio.get_running_loop().create_task(self._read_loop(reader))
+
+    def send(self, data: bytes) -> None:
+        if self.closed or self.writer.is_closing():
+            raise _LostBeforeCreated(f"connection to {self.address} is closed")
+        self.writer.write(data)
+
+    async def drain(self) -> None:
+        if self.writer.transport.get_write_buffer_size() > _HIGH_WATER:
+            try:
+                await self.writer.drain()
+            except (OSError, RuntimeError) as exc:
+                raise _LostBeforeCreated(f"writing to {self.address} failed: {exc}") from exc
+
+    def request(self, build: Callable[[object], bytes]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.send(build(future))
+        return future
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        error: BaseException | None = None
+        try:
+            while True:
+                data = await reader.read(READ_SIZE)
+                if not data:
+                    break
+                for event in self.proto.receive_data(data):
+                    self._dispatch(event)
+        except (OSError, RemoteProtocolError) as exc:
+            logger.warning("connection to %s failed: %s", self.address, exc)
+            error = exc
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._lost(error)
+
+    def _dispatch(self, event: object) -> None:
+        if isinstance(event, WorkUpdate):
+            jobs = self.jobs.get(event.handle)
+            if not jobs:
+                return
+            if event.final:
+                del self.jobs[event.handle]
+            for job in list(jobs):
+                job._update(event)
+        elif isinstance(event, JobCreated):
+            tag = event.tag
+            assert isinstance(tag, _Submit)
+            handle = JobHandle(event.handle.decode("utf-8", "replace"), self.address)
+            if tag.future.done():  # the submitter gave up waiting
+                if tag.job is not None:
+                    self.proto.forget(event.handle)
+                return
+            if tag.job is not None:
+                job = tag.job
+                self.jobs.setdefault(event.handle, []).append(job)
+                job._created(handle, lambda: self._detach(event.handle, job))
+            tag.future.set_result(handle)
+        elif isinstance(event, StatusReply | EchoReply | OptionAccepted | RequestFailed):
+            tag = event.tag
+            future = tag.future if isinstance(tag, _Submit) else tag
+            assert isinstance(future, asyncio.Future)
+            if future.done():
+                return
+            if isinstance(event, RequestFailed):
+                future.set_exception(event.error)
+            elif isinstance(event, StatusReply):
+                future.set_result(event.status)
+            elif isinstance(event, EchoReply):
+                future.set_result(event.data)
+            else:
+                future.set_result(event.option)
+        elif isinstance(event, ServerErrorReceived):
+            logger.warning("%s sent an unsolicited error: %s", self.address, event.error)
+
+    def _detach(self, handle: bytes, job: AsyncJob[Any]) -> None:
+        jobs = self.jobs.get(handle)
+        if jobs and job in jobs:
+            jobs.remove(job)
+            if not jobs:
+                del self.jobs[handle]
+            self.proto.forget(handle)
+
+    def _lost(self, error: BaseException | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        tags, _ = self.proto.connection_lost()
+        reason = f"connection to {self.address} lost" + (f": {error}" if error else "")
+        closing = self._close_error
+        for tag in tags:
+            future = tag.future if isinstance(tag, _Submit) else tag
+            assert isinstance(future, asyncio.Future)
+            if not future.done():
+                future.set_exception(closing or _LostBeforeCreated(reason))
+        for jobs in self.jobs.values():
+            for job in jobs:
+                job._fail(closing or ConnectionLost(f"{reason} while job {job.handle} ran"))
+        self.jobs.clear()
+        self.writer.close()
+        self._on_lost(self)
+
+    async def close(self, error: BaseException) -> None:
+        self._close_error = error
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _option_packet(proto: ClientProtocol, option: bytes, tag: object) -> bytes:
+    return proto.option(option, tag=tag)
+
+
+def _bytes(value: str | bytes, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    raise TypeError(f"{what} must be str or bytes, not {type(value).__name__}")
+
+
+def _epoch(when: datetime | float | int) -> int:
+    if isinstance(when, datetime):
+        return int(when.timestamp())
+    return int(when)
+
+
+class AsyncClient(Generic[T]):
+    """Submit jobs and query them, over one connection per server.
+
+    Args:
+        servers: ``"h1:4730,h2:4730"``, a list of addresses, or None for
+            ``GEARMAN_SERVERS`` (default ``127.0.0.1:4730``).
+        client_id: sent with SET_CLIENT_ID on every connection (shown by ``workers``).
+        codec: payload codec: None (bytes), ``"json"``, ``"text"``, ``"pickle"`` or a
+            Codec object; data is encoded with it and results decoded.
+        timeout: default seconds ``submit()`` and ``job.result()`` wait; None = forever.
+        connect_timeout: seconds allowed to connect to one server.
+        routing: ``"hash"`` (rendezvous hash of function and unique; jobs without a
+            unique go round-robin), ``"round_robin"`` or ``"failover"`` (in list order).
+        keepalive: enable TCP keepalive on connections.
+        exceptions: send OPTION_REQ ``exceptions`` so WORK_EXCEPTION reaches us.
+        retry_interval: seconds a server that failed is tried only after the others.
+    """
+
+    @overload
+    def __init__(
+        self: AsyncClient[bytes],
+        servers: ServersArg | None = None,
+        *,
+        client_id: str | None = None,
+        codec: None = None,
+        timeout: float | None = None,
+        connect_timeout: float | None = 10.0,
+        routing: str = "hash",
+        keepalive: bool = True,
+        exceptions: bool = True,
+        retry_interval: float = 5.0,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: AsyncClient[R],
+        servers: ServersArg | None = None,
+        *,
+        client_id: str | None = None,
+        codec: Codec[R],
+        timeout: float | None = None,
+        connect_timeout: float | None = 10.0,
+        routing: str = "hash",
+        keepalive: bool = True,
+        exceptions: bool = True,
+        retry_interval: float = 5.0,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: AsyncClient[Any],
+        servers: ServersArg | None = None,
+        *,
+        client_id: str | None = None,
+        codec: str,
+        timeout: float | None = None,
+        connect_timeout: float | None = 10.0,
+        routing: str = "hash",
+        keepalive: bool = True,
+        exceptions: bool = True,
+        retry_interval: float = 5.0,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        servers: ServersArg | None = None,
+        *,
+        client_id: str | None = None,
+        codec: Codec[Any] | str | None = None,
+        timeout: float | None = None,
+        connect_timeout: float | None = 10.0,
+        routing: str = "hash",
+        keepalive: bool = True,
+        exceptions: bool = True,
+        retry_interval: float = 5.0,
+    ) -> None:
+        if routing not in ("hash", "round_robin", "failover"):
+            raise ValueError("routing must be 'hash', 'round_robin' or 'failover'")
+        self.servers = parse_servers(servers)
+        self.client_id = client_id
+        self.codec: Codec[T] = get_codec(codec)
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.routing = routing
+        self.keepalive = keepalive
+        self.retry_interval = retry_interval
+        self._options: list[bytes] = [b"exceptions"] if exceptions else []
+        self._conns: dict[ServerAddress, _Connection] = {}
+        self._locks: dict[ServerAddress, asyncio.Lock] = {}
+        self._down_until: dict[ServerAddress, float] = {}
+        self._rr = 0
+        self._closed = False
+
+    async def __aenter__(self) -> AsyncClient[T]:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every connection; jobs still waiting fail with ClosedError."""
+        self._closed = True
+        conns = list(self._conns.values())
+        self._conns.clear()
+        for conn in conns:
+            await conn.close(ClosedError("client closed"))
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _candidates(self, function: bytes, unique: bytes) -> list[ServerAddress]:
+        servers = self.servers
+        if len(servers) == 1:
+            return list(servers)
+        if self.routing == "hash" and unique:
+            key = b"\0" + function + b"\0" + unique
+
+            def weight(s: ServerAddress) -> bytes:
+                return hashlib.blake2b(str(s).encode() + key, digest_size=8).digest()
+
+            order = sorted(servers, key=weight, reverse=True)
+        elif self.routing == "failover":
+            order = list(servers)
+        else:
+            start = self._rr % len(servers)
+            self._rr += 1
+            order = servers[start:] + servers[:start]
+        now = asyncio.get_running_loop().time()
+        healthy = [s for s in order if self._down_until.get(s, 0.0) <= now]
+        return healthy + [s for s in order if s not in healthy]
+
+    def _mark_down(self, address: ServerAddress) -> None:
+        self._down_until[address] = asyncio.get_running_loop().time() + self.retry_interval
+
+    def _forget(self, conn: _Connection) -> None:
+        if self._conns.get(conn.address) is conn:
+            del self._conns[conn.address]
+            if not self._closed:
+                self._mark_down(conn.address)
+
+    async def _connection(self, address: ServerAddress) -> _Connection:
+        if self._closed:
+            raise ClosedError("client is closed")
+        conn = self._conns.get(address)
+        if conn is not None and not conn.closed:
+            return conn
+        lock = self._locks.setdefault(address, asyncio.Lock())
+        async with lock:
+            conn = self._conns.get(address)
+            if conn is not None and not conn.closed:
+                return conn
+            try:
+                reader, writer = await open_connection(
+                    address, connect_timeout=self.connect_timeout, keepalive=self.keepalive
+                )
+            except (ConnectError, GearmanTimeout):
+                self._mark_down(address)
+                raise
+            if self._closed:
+                writer.close()
+                raise ClosedError("client is closed")
+            conn = _Connection(address, reader, writer, self._forget)
+            self._down_until.pop(address, None)
+            self._conns[address] = conn
+            if self.client_id:
+                conn.send(conn.proto.set_client_id(self.client_id.encode()))
+            for option in self._options:
+                # Pipelined: a server that refuses the option only loses us exceptions.
+                future = conn.request(functools.partial(_option_packet, conn.proto, option))
+                future.add_done_callback(self._option_done)
+            return conn
+
+    def _option_done(self, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            logger.warning("server refused an option: %s", future.exception())
+
+    # -- submitting -----------------------------------------------------------------------
+
+    async def _submit(
+        self,
+        function: str | bytes,
+        data: Any,
+        unique: str | bytes | None,
+        priority: Priority,
+        background: bool,
+        when: datetime | float | int | None,
+        job: AsyncJob[Any] | None,
+    ) -> JobHandle:
+        fn = _bytes(function, "function")
+        uq = _bytes(unique, "unique") if unique is not None else b""
+        payload = self.codec.encode(data)
+        epoch = _epoch(when) if when is not None else None
+        priority = Priority(priority)
+        # Encode once up front so a bad argument raises before anything is sent.
+        ClientProtocol().submit(
+            fn, b"", unique=uq, priority=priority, background=background, when=epoch
+        )
+        failures: list[str] = []
+        for address in self._candidates(fn, uq):
+            try:
+                conn = await self._connection(address)
+            except (ConnectError, GearmanTimeout) as exc:
+                failures.append(str(exc))
+                continue
+            future: asyncio.Future[JobHandle] = asyncio.get_running_loop().create_future()
+            tag = _Submit(future, job)
+            try:
+                conn.send(
+                    conn.proto.submit(
+                        fn,
+                        payload,
+                        unique=uq,
+                        priority=priority,
+                        background=background,
+                        when=epoch,
+                        tag=tag,
+                    )
+                )
+                await conn.drain()
+                return await future
+            except _LostBeforeCreated as exc:
+                # Nothing was acknowledged: the next server may take the job.
+                logger.info("submit to %s failed before JOB_CREATED: %s", address, exc)
+                failures.append(str(exc))
+                continue
+        raise ServerUnavailable("no server accepted the job: " + "; ".join(failures))
+
+    async def submit_job(
+        self,
+        function: str | bytes,
+        data: Any = b"",
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority = Priority.NORMAL,
+        on_data: Callable[[T], object] | None = None,
+        on_warning: Callable[[T], object] | None = None,
+        on_status: Callable[[int, int], object] | None = None,
+    ) -> AsyncJob[T]:
+        """Submit a foreground job; return it once the server acknowledged it.
+
+        Args:
+            function: the function name.
+            data: the payload (encoded with the client's codec).
+            unique: the unique id; jobs with equal (function, unique) coalesce on the
+                server.  None sends an empty unique (never coalesced).
+            priority: Priority.HIGH, NORMAL or LOW.
+            on_data, on_warning, on_status: called on the event loop for each update.
+
+        Raises:
+            ServerUnavailable: no server could be reached or kept the connection
+                until JOB_CREATED.
+            ServerError: the server refused the job (QueueFull, ArgumentTooLarge, ...).
+            LocalProtocolError: NUL bytes in function or unique, or a unique over 64 bytes.
+        """
+        job: AsyncJob[T] = AsyncJob(
+            _bytes(function, "function").decode("utf-8", "replace"),
+            _bytes(unique or b"", "unique").decode("utf-8", "replace"),
+            self.codec,
+            on_data=on_data,
+            on_warning=on_warning,
+            on_status=on_status,
+        )
+        try:
+            await self._submit(function, data, unique, priority, False, None, job)
+        except BaseException:
+            job.cancel()
+            raise
+        return job
+
+    async def submit(
+        self,
+        function: str | bytes,
+        data: Any = b"",
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority = Priority.NORMAL,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> T:
+        """Run a foreground job and return its result.
+
+        Args:
+            function: the function name.
+            data: the payload.
+            unique: the unique id (None: empty, never coalesced).
+            priority: Priority.HIGH, NORMAL or LOW.
+            timeout: seconds for the whole call (submit and wait); defaults to the
+                client's ``timeout``.
+
+        Raises:
+            JobFailed, JobException: the job failed or raised.
+            JobTimeout: the timeout passed (the job may still run).
+            ConnectionLost: the connection dropped after JOB_CREATED.
+            ServerUnavailable, ServerError: as for ``submit_job``.
+        """
+        limit = self.timeout if timeout is None else timeout
+        job: AsyncJob[T] | None = None
+        try:
+            async with asyncio.timeout(limit) as scope:
+                job = await self.submit_job(function, data, unique=unique, priority=priority)
+                return await job.result()
+        except TimeoutError as exc:
+            if not scope.expired():
+                raise
+            if job is not None:
+                job.cancel()
+            raise JobTimeout(f"{function!r} job did not finish within {limit}s") from exc
+
+    async def submit_background(
+        self,
+        function: str | bytes,
+        data: Any = b"",
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority = Priority.NORMAL,
+        when: datetime | float | int | None = None,
+    ) -> JobHandle:
+        """Queue a background job; return its handle (with ``.server``).
+
+        Args:
+            function: the function name.
+            data: the payload.
+            unique: the unique id; None generates a UUID so background jobs never
+                overwrite each other in a server's persistent queue.
+            priority: Priority.HIGH, NORMAL or LOW.
+            when: run no earlier than this (epoch seconds or an aware datetime);
+                sends SUBMIT_JOB_EPOCH, which gearmand only offers at NORMAL priority.
+
+        Raises:
+            ServerUnavailable, ServerError, LocalProtocolError: as for ``submit_job``.
+        """
+        if unique is None:
+            unique = str(uuid.uuid4())
+        return await self._submit(function, data, unique, priority, True, when, None)
+
+    async def gather(
+        self,
+        *jobs: AsyncJob[T],
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> list[T | BaseException]:
+        """Wait for several jobs; return each result or the exception it ended with.
+
+        Jobs still running when ``timeout`` passes get a JobTimeout in their place.
+        """
+
+        async def one(job: AsyncJob[T]) -> T | BaseException:
+            try:
+                return await job.result(timeout)
+            except Exception as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(job) for job in jobs)))
+
+    # -- queries --------------------------------------------------------------------------
+
+    async def _ask(
+        self, address: ServerAddress, build: Callable[[ClientProtocol, object], bytes]
+    ) -> Any:
+        conn = await self._connection(address)
+        try:
+            future = conn.request(lambda tag: build(conn.proto, tag))
+            async with asyncio.timeout(self.timeout):
+                return await future
+        except _LostBeforeCreated as exc:
+            raise ConnectionLost(str(exc)) from exc
+
+    async def _ask_all(
+        self, servers: Iterable[ServerAddress], build: Callable[[ClientProtocol, object], bytes]
+    ) -> JobStatus:
+        servers = list(servers)
+        results = await asyncio.gather(
+            *(self._ask(s, build) for s in servers), return_exceptions=True
+        )
+        statuses = [r for r in results if isinstance(r, JobStatus)]
+        for status in statuses:
+            if status.known:
+                return status
+        if statuses:
+            return statuses[0]
+        first = results[0]
+        assert isinstance(first, BaseException)
+        raise first
+
+    async def get_status(self, handle: str | bytes) -> JobStatus:
+        """GET_STATUS: what the server knows about a job handle.
+
+        A JobHandle asks the server that created it; a plain string asks every server
+        and returns the answer of the one that knows the job.
+        """
+        raw = _bytes(handle, "handle")
+        server = getattr(handle, "server", None)
+        servers = [server] if isinstance(server, ServerAddress) else self.servers
+        return await self._ask_all(servers, lambda p, tag: p.get_status(raw, tag=tag))
+
+    async def get_status_by_unique(
+        self, unique: str | bytes, *, function: str | bytes | None = None
+    ) -> JobStatus:
+        """GET_STATUS_UNIQUE: a job's status by unique id, with its waiting clients.
+
+        With ``function``, only the server the (function, unique) pair hashes to is
+        asked; otherwise every server is.
+        """
+        raw = _bytes(unique, "unique")
+        if function is not None and self.routing == "hash":
+            servers = self._candidates(_bytes(function, "function"), raw)[:1]
+        else:
+            servers = self.servers
+        return await self._ask_all(servers, lambda p, tag: p.get_status_unique(raw, tag=tag))
+
+    async def echo(self, data: bytes = b"ping", *, server: str | None = None) -> bytes:
+        """ECHO_REQ: the server sends ``data`` back (to the first reachable server,
+        or to ``server``)."""
+        servers = [ServerAddress.parse(server)] if server else self.servers
+        last: BaseException | None = None
+        for address in servers:
+            try:
+                result: bytes = await self._ask(address, lambda p, tag: p.echo(data, tag=tag))
+                return result
+            except (ConnectError, GearmanTimeout, ConnectionLost) as exc:
+                last = exc
+        raise ServerUnavailable(f"no server answered the echo: {last}")
+
+    async def set_option(self, name: str) -> None:
+        """OPTION_REQ on every open connection and on those opened later.
+
+        Raises:
+            UnknownOption: a server refused it.
+        """
+        option = name.encode()
+        if option not in self._options:
+            self._options.append(option)
+        for conn in list(self._conns.values()):
+            future = conn.request(functools.partial(_option_packet, conn.proto, option))
+            await future
+
+    # -- PHP-style names ------------------------------------------------------------------
+
+    async def do_normal(
+        self, function: str | bytes, data: Any = b"", unique: str | None = None
+    ) -> T:
+        """PHP ``doNormal``: ``submit`` at normal priority."""
+        return await self.submit(function, data, unique=unique)
+
+    async def do_high(self, function: str | bytes, data: Any = b"", unique: str | None = None) -> T:
+        """PHP ``doHigh``: ``submit`` at high priority."""
+        return await self.submit(function, data, unique=unique, priority=Priority.HIGH)
+
+    async def do_low(self, function: str | bytes, data: Any = b"", unique: str | None = None) -> T:
+        """PHP ``doLow``: ``submit`` at low priority."""
+        return await self.submit(function, data, unique=unique, priority=Priority.LOW)
+
+    async def do_background(
+        self, function: str | bytes, data: Any = b"", unique: str | None = None
+    ) -> JobHandle:
+        """PHP ``doBackground``."""
+        return await self.submit_background(function, data, unique=unique)
+
+    async def do_high_background(
+        self, function: str | bytes, data: Any = b"", unique: str | None = None
+    ) -> JobHandle:
+        """PHP ``doHighBackground``."""
+        return await self.submit_background(function, data, unique=unique, priority=Priority.HIGH)
+
+    async def do_low_background(
+        self, function: str | bytes, data: Any = b"", unique: str | None = None
+    ) -> JobHandle:
+        """PHP ``doLowBackground``."""
+        return await self.submit_background(function, data, unique=unique, priority=Priority.LOW)
+
+    async def job_status(self, handle: str | bytes) -> JobStatus:
+        """PHP ``jobStatus``: ``get_status``."""
+        return await self.get_status(handle)
+
+    async def job_status_by_unique_key(self, unique: str | bytes) -> JobStatus:
+        """PHP ``jobStatusByUniqueKey``: ``get_status_by_unique``."""
+        return await self.get_status_by_unique(unique)
