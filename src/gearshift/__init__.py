@@ -1,7 +1,21 @@
 """gearshift: a Gearman job server, client, worker and admin toolkit."""
 
 from gearshift._async.admin import AsyncAdminClient
+from gearshift._async.client import (
+    AsyncClient,
+    AsyncJob,
+    JobHandle,
+    JobState,
+    JobUpdate,
+    WorkComplete,
+    WorkData,
+    WorkException,
+    WorkFail,
+    WorkStatus,
+    WorkWarning,
+)
 from gearshift._sync.admin import AdminClient
+from gearshift._sync.client import Client, Job
 from gearshift.errors import (
     ConnectionLost,
     GearmanError,
@@ -11,6 +25,7 @@ from gearshift.errors import (
     ServerError,
 )
 from gearshift.protocol.adminreplies import FunctionStatus, JobInfo, PriorityStatus, WorkerInfo
+from gearshift.protocol.client import JobStatus
 from gearshift.protocol.packets import Priority
 
 __version__ = "0.1.0"
@@ -18,16 +33,30 @@ __version__ = "0.1.0"
 __all__ = [
     "AdminClient",
     "AsyncAdminClient",
+    "AsyncClient",
+    "AsyncJob",
+    "Client",
     "ConnectionLost",
     "FunctionStatus",
     "GearmanError",
+    "Job",
     "JobException",
     "JobFailed",
+    "JobHandle",
     "JobInfo",
+    "JobState",
+    "JobStatus",
     "JobTimeout",
+    "JobUpdate",
     "Priority",
     "PriorityStatus",
     "ServerError",
+    "WorkComplete",
+    "WorkData",
+    "WorkException",
+    "WorkFail",
+    "WorkStatus",
+    "WorkWarning",
     "WorkerInfo",
     "__version__",
 ]
