@@ -1,0 +1,1 @@
+"""Benchmarks: gearshift against C++ gearmand (``make bench`` runs ``benchmarks.run``)."""
