@@ -1,0 +1,169 @@
+"""The store hook: add before JOB_CREATED, done on every way out, replay, close."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from gearshift.errors import StoreError
+from gearshift.protocol.packets import Priority
+from gearshift.store.base import Store, StoredJob
+from gearshift.testing import serve
+from tests.server.helpers import Raw, T, wait_for, worker
+
+
+class RecordingStore(Store):
+    """A real in-memory persistent store that records every call."""
+
+    name = "recording"
+    persistent = True
+
+    def __init__(self, preload: list[StoredJob] | None = None, fail: str | None = None) -> None:
+        self.rows: dict[int, StoredJob] = {}
+        self.calls: list[str] = []
+        self.preload = preload or []
+        self.fail = fail
+        self.gate: asyncio.Event | None = None
+        self.closed = False
+        self._next = 0
+
+    async def open(self) -> None:
+        self.calls.append("open")
+
+    async def add(self, job: StoredJob) -> None:
+        self.calls.append(f"add {job.function.decode()} {job.unique.decode()}")
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise StoreError(self.fail)
+        self._next += 1
+        job.key = self._next
+        self.rows[self._next] = job
+
+    async def done(self, job: StoredJob) -> None:
+        self.calls.append(f"done {job.function.decode()} {job.unique.decode()}")
+        assert isinstance(job.key, int)
+        del self.rows[job.key]
+
+    async def replay(self) -> AsyncIterator[StoredJob]:
+        self.calls.append("replay")
+        for job in self.preload:
+            self._next += 1
+            job.key = self._next
+            self.rows[self._next] = job
+            yield job
+
+    async def close(self) -> None:
+        self.calls.append("close")
+        self.closed = True
+
+
+async def test_store_add_before_job_created_and_in_order() -> None:
+    store = RecordingStore()
+    store.gate = asyncio.Event()
+    async with serve(store=store) as srv:
+        c = await Raw.connect(srv.address)
+        other = await Raw.connect(srv.address)
+        c.send(T.SUBMIT_JOB_BG, b"f", b"u1", b"x")
+        c.send(T.ECHO_REQ, b"after")  # must wait behind the store write
+        await wait_for(lambda: "add f u1" in store.calls)
+        await c.nothing(0.2)
+        # other connections are not held up
+        assert await other.call(T.ECHO_REQ, b"free") == (T.ECHO_RES, (b"free",))
+        store.gate.set()
+        (h,) = await c.expect(T.JOB_CREATED)
+        assert await c.expect(T.ECHO_RES) == (b"after",)
+        assert list(store.rows.values())[0].unique == b"u1"
+        # coalesced and foreground submits never reach the store
+        assert await c.call(T.SUBMIT_JOB_BG, b"f", b"u1", b"y") == (T.JOB_CREATED, (h,))
+        c.send(T.SUBMIT_JOB, b"f", b"fg", b"x")
+        await c.expect(T.JOB_CREATED)
+        assert [x for x in store.calls if x.startswith("add")] == ["add f u1"]
+        for conn in (c, other):
+            await conn.close()
+    assert store.calls[-1] == "close"
+
+
+async def test_store_error_is_queue_error_and_no_job() -> None:
+    store = RecordingStore(fail="disk on fire")
+    async with serve(store=store) as srv:
+        c = await Raw.connect(srv.address)
+        assert await c.call(T.SUBMIT_JOB_HIGH_BG, b"f", b"u", b"x") == (
+            T.ERROR,
+            (b"QUEUE_ERROR", b"disk on fire"),
+        )
+        assert await c.admin("status") == "f\t0\t0\t0\n.\n"
+        assert srv.scheduler.handles == {}
+        # the connection keeps working
+        assert await c.call(T.ECHO_REQ, b"ok") == (T.ECHO_RES, (b"ok",))
+        await c.close()
+
+
+async def test_store_done_on_every_exit() -> None:
+    store = RecordingStore()
+    async with serve(store=store, job_retries=0) as srv:
+        c = await Raw.connect(srv.address)
+        w = await worker(srv.address, b"f")
+        handles = {}
+        for u in (b"complete", b"fail", b"exc", b"cancel", b"retry"):
+            c.send(T.SUBMIT_JOB_BG, b"f", u, b"x")
+            (handles[u],) = await c.expect(T.JOB_CREATED)
+        assert len(store.rows) == 5
+        for u, ptype in ((b"complete", T.WORK_COMPLETE), (b"fail", T.WORK_FAIL)):
+            w.send(T.GRAB_JOB)
+            await w.expect(T.JOB_ASSIGN)
+            w.send(ptype, *((handles[u],) if ptype == T.WORK_FAIL else (handles[u], b"r")))
+        w.send(T.GRAB_JOB)
+        await w.expect(T.JOB_ASSIGN)
+        w.send(T.WORK_EXCEPTION, handles[b"exc"], b"e")
+        assert await c.admin("cancel job " + handles[b"cancel"].decode()) == "OK\r\n"
+        w.send(T.GRAB_JOB)  # the cancelled one is skipped
+        assert (await w.expect(T.JOB_ASSIGN))[0] == handles[b"retry"]
+        await w.close()  # job_retries=0: the first lost worker fails it
+        await wait_for(lambda: len(store.rows) == 0)
+        assert sorted(x for x in store.calls if x.startswith("done")) == sorted(
+            f"done f {u}" for u in ("complete", "fail", "exc", "cancel", "retry")
+        )
+        await c.close()
+
+
+async def test_store_done_when_coalesced_foreground_client_leaves() -> None:
+    store = RecordingStore()
+    async with serve(store=store) as srv:
+        c = await Raw.connect(srv.address)
+        c.send(T.SUBMIT_JOB_BG, b"f", b"u", b"x")
+        (h,) = await c.expect(T.JOB_CREATED)
+        fg = await Raw.connect(srv.address)
+        assert await fg.call(T.SUBMIT_JOB, b"f", b"u", b"x") == (T.JOB_CREATED, (h,))
+        await fg.close()
+        await wait_for(lambda: "done f u" in store.calls)
+        assert store.rows == {}
+        await c.close()
+
+
+async def test_store_replay_before_listen_keeps_fields() -> None:
+    future = int(time.time()) + 3600
+    store = RecordingStore(
+        preload=[
+            StoredJob(b"f", b"low", b"l", Priority.LOW),
+            StoredJob(b"f", b"high", b"h", Priority.HIGH),
+            StoredJob(b"f", b"later", b"e", Priority.NORMAL, when=future),
+        ]
+    )
+    async with serve(store=store) as srv:
+        assert store.calls[:2] == ["open", "replay"]
+        c = await Raw.connect(srv.address)
+        assert await c.admin("prioritystatus") == "f\t1\t1\t1\t0\n.\n"
+        prefix = srv.server.config.handle_prefix
+        expected = "".join(f"{prefix}:{n}\t0\t0\t1\n" for n in (1, 2, 3)) + ".\n"
+        assert await c.admin("show jobs") == expected
+        w = await worker(srv.address, b"f")
+        w.send(T.GRAB_JOB_UNIQ)
+        assert (await w.expect(T.JOB_ASSIGN_UNIQ))[2:] == (b"high", b"h")
+        w.send(T.GRAB_JOB_UNIQ)
+        assert (await w.expect(T.JOB_ASSIGN_UNIQ))[2:] == (b"low", b"l")
+        assert await w.call(T.GRAB_JOB) == (T.NO_JOB, ())
+        for conn in (c, w):
+            await conn.close()
+    assert store.closed
