@@ -107,3 +107,18 @@ async def drain(
             writer.write(b"".join(out))
     finally:
         writer.close()
+
+
+async def admin_status(port: int) -> dict[bytes, tuple[int, int, int]]:
+    """``status`` over the admin protocol: function -> (queued, running, workers)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"status\n")
+        out: dict[bytes, tuple[int, int, int]] = {}
+        while (line := await reader.readline()) not in (b".\n", b""):
+            parts = line.rstrip(b"\r\n").split(b"\t")
+            if len(parts) == 4:
+                out[parts[0]] = (int(parts[1]), int(parts[2]), int(parts[3]))
+        return out
+    finally:
+        writer.close()
