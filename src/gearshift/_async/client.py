@@ -215,11 +215,11 @@ class AsyncJob(Generic[T]):
         elif ptype == PacketType.WORK_FAIL:
             self.state = JobState.FAILED
             self._push(WorkFail())
-            self._future.set_exception(JobFailed(packet.handle))
+            self._future.set_exception(JobFailed(self._handle_text(packet.handle)))
         elif ptype == PacketType.WORK_EXCEPTION:
             self.state = JobState.EXCEPTION
             self._push(WorkException(packet.data))
-            self._future.set_exception(JobException(packet.handle, packet.data))
+            self._future.set_exception(JobException(self._handle_text(packet.handle), packet.data))
         else:
             self.state = JobState.RUNNING
             if ptype == PacketType.WORK_STATUS:
@@ -239,6 +239,9 @@ class AsyncJob(Generic[T]):
                     self._push(WorkWarning(value))
                     if self._on_warning is not None:
                         self._callback(self._on_warning, value)
+
+    def _handle_text(self, raw: bytes) -> str:
+        return self.handle if self.handle is not None else raw.decode("utf-8", "replace")
 
     def _callback(self, fn: Callable[..., object], *args: Any) -> None:
         try:

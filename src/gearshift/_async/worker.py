@@ -1,0 +1,717 @@
+"""AsyncWorker: run handlers for Gearman jobs from one or more servers.
+
+How it works: the worker keeps one connection per server, each owned by a supervisor
+task that connects, registers (SET_CLIENT_ID, CAN_DO / CAN_DO_TIMEOUT, OPTION_REQ),
+and reconnects with jittered exponential backoff when the connection drops, registering
+again.  Per connection a grab loop runs while the worker is running:
+
+    take a free slot -> GRAB_JOB_UNIQ -> JOB_ASSIGN_UNIQ: start the job (it keeps the slot)
+                                      -> NO_JOB: give the slot back, PRE_SLEEP, wait for NOOP
+
+so a job is only ever grabbed when a slot (``concurrency``) is free and nothing is held
+in a local queue.  Async handlers run as tasks on the loop; plain functions run in a
+thread pool.  A job's ``send_*`` methods are thread-safe: from a pool thread they are
+handed to the loop with ``call_soon_threadsafe``, which keeps their order with the final
+result.  Results for a job whose connection dropped are discarded: the server has
+already requeued it.
+
+Stopping gracefully clears the grabbing flag (no new jobs), waits up to
+``shutdown_timeout`` for running jobs, then sends RESET_ABILITIES (which would requeue
+running jobs, so it comes after them) and closes.  Jobs still running at the deadline
+are cancelled and their connection closed, so the server requeues them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import inspect
+import logging
+import random
+import signal
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, TypeVar, overload
+
+from gearshift._async.net import (
+    READ_SIZE,
+    ServerAddress,
+    ServersArg,
+    open_connection,
+    parse_servers,
+)
+from gearshift.codecs import Codec, describe_exception, get_codec
+from gearshift.errors import (
+    BusyError,
+    ClosedError,
+    ConnectError,
+    ConnectionLost,
+    GearmanTimeout,
+    JobFailed,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
+from gearshift.protocol.client import RequestFailed
+from gearshift.protocol.worker import (
+    GrabState,
+    JobAssigned,
+    NoJob,
+    Noop,
+    WorkerErrorReceived,
+    WorkerProtocol,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+Handler = Callable[["WorkerJob[Any]"], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Function:
+    name: bytes
+    handler: Handler
+    timeout: float | None
+    is_async: bool
+
+    @property
+    def timeout_ms(self) -> int | None:
+        return None if self.timeout is None else max(1, int(self.timeout * 1000))
+
+
+def _is_async(handler: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(handler):
+        return True
+    call = getattr(handler, "__call__", None)  # noqa: B004 - instances with async __call__
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+class WorkerJob(Generic[T]):
+    """The job a handler receives.
+
+    Attributes:
+        handle: the server's job handle.
+        function: the function name.
+        unique: the unique id the client sent (empty when unknown).
+        data: the payload decoded with the worker's codec.
+        raw: the payload as bytes.
+        reducer: the reducer name (GRAB_JOB_ALL only).
+
+    ``send_data``, ``send_warning``, ``send_status`` and ``fail`` are plain methods,
+    not coroutines: they only queue bytes, and may be called from async handlers and
+    from the threads blocking handlers run in alike.
+    """
+
+    def __init__(
+        self, conn: _Connection, proto: WorkerProtocol, assigned: JobAssigned, codec: Codec[T]
+    ) -> None:
+        self.handle = assigned.handle.decode("utf-8", "replace")
+        self.function = assigned.function.decode("utf-8", "replace")
+        self.unique = assigned.unique.decode("utf-8", "replace")
+        self.reducer = assigned.reducer.decode("utf-8", "replace")
+        self.raw = assigned.data
+        self.data: T = None  # type: ignore[assignment]  # set by the worker before the handler runs
+        self._handle = assigned.handle
+        self._codec = codec
+        self._conn = conn
+        self._proto = proto
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self.finished = False
+
+    def __repr__(self) -> str:
+        return f"<WorkerJob {self.function} handle={self.handle}>"
+
+    def _emit(self, build: Callable[[WorkerProtocol], bytes], final: bool) -> None:
+        if self.finished:
+            logger.debug("job %s already finished; update dropped", self.handle)
+            return
+        if final:
+            self.finished = True
+        if threading.get_ident() == self._loop_thread:
+            self._conn.send_job(self._proto, build)
+        else:
+            self._loop.call_soon_threadsafe(self._conn.send_job, self._proto, build)
+
+    def send_data(self, data: Any) -> None:
+        """WORK_DATA: send a chunk of partial output (encoded with the codec)."""
+        payload = self._codec.encode(data)
+        self._emit(lambda p: p.work_data(self._handle, payload), False)
+
+    def send_warning(self, data: Any) -> None:
+        """WORK_WARNING: send a warning to the client."""
+        payload = self._codec.encode(data)
+        self._emit(lambda p: p.work_warning(self._handle, payload), False)
+
+    def send_status(self, numerator: int, denominator: int) -> None:
+        """WORK_STATUS: report progress (what GET_STATUS shows)."""
+        self._emit(lambda p: p.work_status(self._handle, numerator, denominator), False)
+
+    def fail(self) -> None:
+        """WORK_FAIL: end the job as failed; the handler's return value is then ignored."""
+        self._emit(lambda p: p.work_fail(self._handle), True)
+
+    def _complete(self, payload: bytes) -> None:
+        self._emit(lambda p: p.work_complete(self._handle, payload), True)
+
+    def _exception(self, payload: bytes) -> None:
+        self._emit(lambda p: p.work_exception(self._handle, payload), True)
+
+
+class _LocalTimeout(Exception):
+    """A handler ran past its function's timeout."""
+
+
+class _Connection:
+    """One worker connection to one server, across reconnects."""
+
+    def __init__(self, worker: AsyncWorker, address: ServerAddress) -> None:
+        self.worker = worker
+        self.address = address
+        self.proto: WorkerProtocol | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.woken = asyncio.Event()
+        self.lost: asyncio.Future[None] | None = None
+        self._grab_reply: asyncio.Future[JobAssigned | None] | None = None
+        self._stray: deque[JobAssigned] = deque()
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proto is not None and not self.proto.closed
+
+    async def connect(self) -> None:
+        w = self.worker
+        reader, writer = await open_connection(
+            self.address, connect_timeout=w.connect_timeout, keepalive=w.keepalive
+        )
+        proto = WorkerProtocol(grab=w.grab)
+        burst = []
+        if w.client_id:
+            burst.append(proto.set_client_id(w.client_id.encode()))
+        for fn in w._functions.values():
+            burst.append(proto.can_do(fn.name, fn.timeout_ms))
+        for option in w.options:
+            burst.append(proto.option(option.encode()))
+        writer.write(b"".join(burst))
+        self.proto, self.writer = proto, writer
+        self._stray.clear()
+        self.lost = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.get_running_loop().create_task(
+            self._read_loop(reader, writer, proto, self.lost)
+        )
+
+    def send(self, data: bytes) -> None:
+        if not self.alive or self.writer is None:
+            raise ConnectionLost(f"not connected to {self.address}")
+        self.writer.write(data)
+
+    def send_job(self, proto: WorkerProtocol, build: Callable[[WorkerProtocol], bytes]) -> None:
+        if proto is not self.proto or proto.closed or self.writer is None:
+            logger.info("result for a job of a lost connection to %s dropped", self.address)
+            return
+        try:
+            self.writer.write(build(proto))
+        except LocalProtocolError as exc:
+            logger.info("update for a job no longer ours dropped: %s", exc)
+
+    async def _read_loop(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        proto: WorkerProtocol,
+        lost: asyncio.Future[None],
+    ) -> None:
+        try:
+            while True:
+                data = await reader.read(READ_SIZE)
+                if not data:
+                    break
+                for event in proto.receive_data(data):
+                    self._dispatch(event)
+        except (OSError, RemoteProtocolError) as exc:
+            logger.warning("connection to %s failed: %s", self.address, exc)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            held = proto.connection_lost()
+            if held:
+                logger.warning(
+                    "lost %s with %d job(s) running; the server requeues them",
+                    self.address,
+                    len(held),
+                )
+            if self._grab_reply is not None and not self._grab_reply.done():
+                self._grab_reply.set_exception(ConnectionLost(f"{self.address} went away"))
+            self.woken.set()
+            writer.close()
+            if not lost.done():
+                lost.set_result(None)
+
+    def _dispatch(self, event: object) -> None:
+        if isinstance(event, Noop):
+            self.woken.set()
+            self.worker._wakeup.set()
+        elif isinstance(event, NoJob | JobAssigned):
+            reply = self._grab_reply
+            value = event if isinstance(event, JobAssigned) else None
+            if reply is not None and not reply.done():
+                reply.set_result(value)
+            elif value is not None:
+                # The grabber stopped waiting; keep the job for the next grab.
+                self._stray.append(value)
+        elif isinstance(event, RequestFailed):
+            logger.warning("%s refused an option: %s", self.address, event.error)
+        elif isinstance(event, WorkerErrorReceived):
+            logger.warning("%s sent an error: %s", self.address, event.error)
+
+    async def grab(self) -> JobAssigned | None:
+        """GRAB a job (or take one that arrived after an abandoned grab)."""
+        if self._stray:
+            return self._stray.popleft()
+        proto = self.proto
+        if proto is None or proto.closed:
+            raise ConnectionLost(f"not connected to {self.address}")
+        reply: asyncio.Future[JobAssigned | None] = asyncio.get_running_loop().create_future()
+        self._grab_reply = reply
+        self.send(proto.grab())
+        # Shielded: a caller's timeout must not lose a job the server is assigning.
+        return await asyncio.shield(reply)
+
+    def sleep(self) -> None:
+        """PRE_SLEEP, to be woken by NOOP."""
+        if self.proto is not None and self.proto.state is GrabState.IDLE and not self._stray:
+            self.woken.clear()
+            self.send(self.proto.pre_sleep())
+
+    async def close(self, reset: bool) -> None:
+        if self.alive and self.writer is not None and self.proto is not None:
+            if reset:
+                self.writer.write(self.proto.reset_abilities())
+            with contextlib.suppress(OSError, RuntimeError):
+                await self.writer.drain()
+            self.writer.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+
+class AsyncWorker:
+    """Registers functions and runs jobs from every configured server.
+
+    Args:
+        servers: ``"h1:4730,h2:4730"``, a list, or None for ``GEARMAN_SERVERS``.
+        client_id: sent with SET_CLIENT_ID (shown by ``workers``).
+        codec: payload codec for ``job.data`` and return values: None (bytes),
+            ``"json"``, ``"text"``, ``"pickle"`` or a Codec object.
+        concurrency: how many jobs may run at once (across all servers).
+        grab: ``"uniq"`` (GRAB_JOB_UNIQ), ``"all"`` (GRAB_JOB_ALL) or ``"plain"``.
+        reconnect_backoff: (first delay, maximum delay) in seconds; each failed
+            attempt doubles the delay, and each wait is jittered between half and all of it.
+        shutdown_timeout: seconds ``stop()`` waits for running jobs.
+        connect_timeout: seconds allowed to connect to one server.
+        keepalive: enable TCP keepalive.
+        options: OPTION_REQ names sent on every connection.
+    """
+
+    def __init__(
+        self,
+        servers: ServersArg | None = None,
+        *,
+        client_id: str | None = None,
+        codec: Codec[Any] | str | None = None,
+        concurrency: int = 1,
+        grab: str = "uniq",
+        reconnect_backoff: tuple[float, float] = (0.1, 30.0),
+        shutdown_timeout: float = 30.0,
+        connect_timeout: float | None = 10.0,
+        keepalive: bool = True,
+        options: Iterable[str] = (),
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        WorkerProtocol(grab=grab)  # validates the name
+        self.servers = parse_servers(servers)
+        self.client_id = client_id
+        self.codec: Codec[Any] = get_codec(codec)
+        self.concurrency = concurrency
+        self.grab = grab
+        self.reconnect_backoff = reconnect_backoff
+        self.shutdown_timeout = shutdown_timeout
+        self.connect_timeout = connect_timeout
+        self.keepalive = keepalive
+        self.options = list(options)
+        self._functions: dict[bytes, _Function] = {}
+        self._conns: list[_Connection] = []
+        self._supervisors: list[asyncio.Task[None]] = []
+        self._slots = asyncio.Semaphore(concurrency)
+        self._grabbing = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._started = False
+        self._closing = False
+        self._stopped = asyncio.Event()
+        self._once_lock = asyncio.Lock()
+        self.jobs_done = 0
+
+    async def __aenter__(self) -> AsyncWorker:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- registration ---------------------------------------------------------------------
+
+    def _broadcast(self, build: Callable[[WorkerProtocol], bytes]) -> None:
+        for conn in self._conns:
+            if conn.alive and conn.proto is not None:
+                conn.send(build(conn.proto))
+
+    def register(
+        self, function: str | bytes, handler: Handler, *, timeout: float | None = None
+    ) -> None:
+        """Register ``handler(job)`` for ``function`` (CAN_DO, or CAN_DO_TIMEOUT).
+
+        Args:
+            function: the function name.
+            handler: an ``async def`` (run on the loop) or a plain function (run in the
+                thread pool) taking a WorkerJob; its return value is the result.
+            timeout: seconds a job may run; registered with CAN_DO_TIMEOUT and enforced
+                here too (the job gets WORK_FAIL when it runs over).
+        """
+        name = function.encode() if isinstance(function, str) else function
+        fn = _Function(name, handler, timeout, _is_async(handler))
+        WorkerProtocol().can_do(name, fn.timeout_ms)  # validates the name
+        self._functions[name] = fn
+        self._broadcast(lambda p: p.can_do(name, fn.timeout_ms))
+
+    @overload
+    def function(self, name: F) -> F: ...
+
+    @overload
+    def function(
+        self, name: str | bytes | None = None, *, timeout: float | None = None
+    ) -> Callable[[F], F]: ...
+
+    def function(
+        self, name: str | bytes | F | None = None, *, timeout: float | None = None
+    ) -> F | Callable[[F], F]:
+        """Decorator form of ``register``: ``@worker.function("name", timeout=5)``.
+
+        Without a name the handler's ``__name__`` is used; the handler is returned
+        unchanged.
+        """
+        if callable(name):
+            self.register(name.__name__, name)
+            return name
+
+        def decorate(handler: F) -> F:
+            self.register(name if name is not None else handler.__name__, handler, timeout=timeout)
+            return handler
+
+        return decorate
+
+    def unregister(self, function: str | bytes) -> None:
+        """CANT_DO: stop taking jobs for ``function`` (running ones are requeued by the server)."""
+        name = function.encode() if isinstance(function, str) else function
+        self._functions.pop(name, None)
+        self._broadcast(lambda p: p.cant_do(name))
+
+    def reset_abilities(self) -> None:
+        """RESET_ABILITIES: forget every function."""
+        self._functions.clear()
+        self._broadcast(lambda p: p.reset_abilities())
+
+    def set_client_id(self, client_id: str) -> None:
+        """SET_CLIENT_ID now and after every reconnect."""
+        self.client_id = client_id
+        self._broadcast(lambda p: p.set_client_id(client_id.encode()))
+
+    @property
+    def functions(self) -> list[str]:
+        """The registered function names."""
+        return [name.decode("utf-8", "replace") for name in self._functions]
+
+    @property
+    def connected(self) -> list[ServerAddress]:
+        """Servers with a live connection right now."""
+        return [c.address for c in self._conns if c.alive]
+
+    @property
+    def running_jobs(self) -> int:
+        """Jobs being run at this moment."""
+        return len(self._tasks)
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._closing:
+            raise ClosedError("worker is stopped")
+        if self._started:
+            return
+        self._started = True
+        loop = asyncio.get_running_loop()
+        for address in self.servers:
+            conn = _Connection(self, address)
+            self._conns.append(conn)
+            self._supervisors.append(loop.create_task(self._supervise(conn)))
+
+    def _backoff(self, attempt: int) -> float:
+        first, most = self.reconnect_backoff
+        delay = min(most, first * (2 ** min(attempt, 30)))
+        return random.uniform(delay / 2, delay)
+
+    async def _supervise(self, conn: _Connection) -> None:
+        attempt = 0
+        while not self._closing:
+            try:
+                await conn.connect()
+            except (ConnectError, GearmanTimeout) as exc:
+                delay = self._backoff(attempt)
+                attempt += 1
+                logger.warning("cannot reach %s (%s); retrying in %.2fs", conn.address, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            logger.info("connected to %s", conn.address)
+            attempt = 0
+            self._wakeup.set()
+            grabber = asyncio.get_running_loop().create_task(self._grab_loop(conn))
+            try:
+                assert conn.lost is not None
+                await asyncio.shield(conn.lost)
+            finally:
+                grabber.cancel()
+                await asyncio.gather(grabber, return_exceptions=True)
+            if self._closing:
+                return
+            delay = self._backoff(0)
+            logger.warning("lost %s; reconnecting in %.2fs", conn.address, delay)
+            await asyncio.sleep(delay)
+
+    async def _grab_loop(self, conn: _Connection) -> None:
+        try:
+            while True:
+                await self._grabbing.wait()
+                await self._slots.acquire()
+                assigned: JobAssigned | None = None
+                try:
+                    if self._grabbing.is_set():
+                        assigned = await conn.grab()
+                        if assigned is None:
+                            conn.sleep()
+                        else:
+                            self._start_job(conn, assigned)
+                finally:
+                    if assigned is None:
+                        self._slots.release()
+                if assigned is None and self._grabbing.is_set():
+                    await conn.woken.wait()
+        except ConnectionLost:
+            return
+
+    def _start_job(self, conn: _Connection, assigned: JobAssigned) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_job(conn, assigned))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- running jobs ---------------------------------------------------------------------
+
+    async def _run_job(
+        self, conn: _Connection, assigned: JobAssigned, release: bool = True
+    ) -> None:
+        try:
+            assert conn.proto is not None
+            job: WorkerJob[Any] = WorkerJob(conn, conn.proto, assigned, self.codec)
+            fn = self._functions.get(assigned.function)
+            if fn is None:
+                logger.warning(
+                    "got a job for unregistered function %r; failing it", assigned.function
+                )
+                job.fail()
+                return
+            try:
+                job.data = self.codec.decode(assigned.data)
+                result = await self._call(fn, job)
+            except JobFailed:
+                job.fail()
+            except _LocalTimeout:
+                logger.warning(
+                    "job %s (%s) ran past %ss; failed", job.handle, job.function, fn.timeout
+                )
+                job.fail()
+            except Exception as exc:
+                logger.info("job %s (%s) raised %r", job.handle, job.function, exc)
+                job._exception(describe_exception(exc, self.codec))
+            else:
+                if not job.finished:
+                    try:
+                        payload = self.codec.encode(result)
+                    except Exception as exc:
+                        job._exception(describe_exception(exc, self.codec))
+                    else:
+                        job._complete(payload)
+            self.jobs_done += 1
+        finally:
+            if release:
+                self._slots.release()
+
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.concurrency, thread_name_prefix="gearshift-job"
+            )
+        return self._executor
+
+    async def _call(self, fn: _Function, job: WorkerJob[Any]) -> Any:
+        if fn.is_async:
+            awaitable: Awaitable[Any] = fn.handler(job)
+            try:
+                async with asyncio.timeout(fn.timeout) as scope:
+                    return await awaitable
+            except TimeoutError as exc:
+                if scope.expired():
+                    raise _LocalTimeout() from exc
+                raise
+        future = asyncio.get_running_loop().run_in_executor(self._pool(), fn.handler, job)
+        if fn.timeout is None:
+            return await future
+        done, _ = await asyncio.wait({future}, timeout=fn.timeout)
+        if future in done:
+            return future.result()
+        # The thread cannot be stopped: fail the job now, keep the slot until it returns.
+        logger.warning("job %s (%s) ran past %ss; failed", job.handle, job.function, fn.timeout)
+        job.fail()
+        with contextlib.suppress(Exception):
+            await future
+        raise _LocalTimeout()
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(self, *, install_signal_handlers: bool = True) -> None:
+        """Connect to every server and run jobs until ``stop()`` (or SIGTERM / SIGINT).
+
+        In the main thread SIGTERM and the first SIGINT stop gracefully; a second
+        SIGINT stops at once.
+
+        Raises:
+            BusyError: the worker is already running.
+            ClosedError: the worker was stopped.
+        """
+        if self._grabbing.is_set():
+            raise BusyError("worker is already running")
+        self._start()
+        self._grabbing.set()
+        with self._signals(install_signal_handlers):
+            await self._stopped.wait()
+
+    @contextlib.contextmanager
+    def _signals(self, install: bool) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        if not install or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        interrupts = 0
+
+        def on_signal(signum: int) -> None:
+            nonlocal interrupts
+            if signum == signal.SIGINT:
+                interrupts += 1
+            graceful = interrupts < 2
+            logger.warning("signal %d: stopping %s", signum, "gracefully" if graceful else "now")
+            loop.create_task(self.stop(graceful=graceful))
+
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, on_signal, sig)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    async def work_once(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Run one job, waiting for one up to ``timeout`` seconds (PHP's ``work()``).
+
+        Returns:
+            True if a job ran, False if none came in time.
+
+        Raises:
+            BusyError: ``run()`` is active.
+        """
+        if self._grabbing.is_set():
+            raise BusyError("work_once() while run() is active")
+        self._start()
+        async with self._once_lock:
+            try:
+                async with asyncio.timeout(timeout) as scope:
+                    while True:
+                        self._wakeup.clear()
+                        for conn in self._conns:
+                            if not conn.alive:
+                                continue
+                            try:
+                                assigned = await conn.grab()
+                            except ConnectionLost:
+                                continue
+                            if assigned is not None:
+                                await self._slots.acquire()
+                                await self._run_job(conn, assigned)
+                                return True
+                        for conn in self._conns:
+                            if conn.alive:
+                                conn.sleep()
+                        await self._wakeup.wait()
+            except TimeoutError:
+                if scope.expired():
+                    return False
+                raise
+
+    async def stop(self, graceful: bool = True) -> None:
+        """Stop: no more grabbing; running jobs get ``shutdown_timeout`` seconds to finish
+        (none when ``graceful`` is False); then RESET_ABILITIES and close.
+
+        Jobs still running at the end are cancelled and their connections closed, so
+        the server requeues them.
+        """
+        if self._closing:
+            await self._stopped.wait()
+            return
+        self._grabbing.clear()
+        pending = set(self._tasks)
+        if graceful and pending:
+            _, pending = await asyncio.wait(pending, timeout=self.shutdown_timeout)
+        self._closing = True
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        for sup in self._supervisors:
+            sup.cancel()
+        await asyncio.gather(*self._supervisors, return_exceptions=True)
+        await asyncio.gather(
+            *(conn.close(reset=graceful and not pending) for conn in self._conns),
+            return_exceptions=True,
+        )
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._stopped.set()
+
+    async def aclose(self) -> None:
+        """Stop at once (running jobs are cancelled and requeued by the server)."""
+        await self.stop(graceful=False)

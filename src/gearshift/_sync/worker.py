@@ -1,0 +1,165 @@
+"""Worker: the blocking face of AsyncWorker.
+
+The AsyncWorker runs on the Worker's private event loop thread; plain-function handlers
+run in its thread pool, ``async def`` handlers on that loop.  ``run()`` blocks the
+calling thread; in the main thread it maps SIGTERM and the first SIGINT to a graceful
+stop and a second SIGINT to an immediate one, restoring the previous handlers after.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from types import FrameType, TracebackType
+from typing import Any, TypeVar, overload
+
+from gearshift._async.net import ServerAddress, ServersArg
+from gearshift._async.worker import AsyncWorker, Handler
+from gearshift._sync.portal import Portal
+from gearshift.codecs import Codec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Worker:
+    """Blocking worker; the arguments are AsyncWorker's.
+
+    Use it as a context manager, or call ``close()``: it owns a thread.
+    """
+
+    def __init__(
+        self,
+        servers: ServersArg | None = None,
+        *,
+        client_id: str | None = None,
+        codec: Codec[Any] | str | None = None,
+        concurrency: int = 1,
+        grab: str = "uniq",
+        reconnect_backoff: tuple[float, float] = (0.1, 30.0),
+        shutdown_timeout: float = 30.0,
+        connect_timeout: float | None = 10.0,
+        keepalive: bool = True,
+        options: Iterable[str] = (),
+    ) -> None:
+        self._portal = Portal("gearshift-worker")
+        self._async: AsyncWorker = self._portal.call(
+            _make_worker,
+            servers,
+            client_id=client_id,
+            codec=codec,
+            concurrency=concurrency,
+            grab=grab,
+            reconnect_backoff=reconnect_backoff,
+            shutdown_timeout=shutdown_timeout,
+            connect_timeout=connect_timeout,
+            keepalive=keepalive,
+            options=list(options),
+        )
+        self.servers = self._async.servers
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def functions(self) -> list[str]:
+        """The registered function names."""
+        return self._async.functions
+
+    @property
+    def connected(self) -> list[ServerAddress]:
+        """Servers with a live connection right now."""
+        return self._async.connected
+
+    @property
+    def jobs_done(self) -> int:
+        """Jobs finished since the worker started."""
+        return self._async.jobs_done
+
+    def register(
+        self, function: str | bytes, handler: Handler, *, timeout: float | None = None
+    ) -> None:
+        """Register ``handler(job)`` for ``function``; see AsyncWorker.register."""
+        self._portal.call_sync(lambda: self._async.register(function, handler, timeout=timeout))
+
+    @overload
+    def function(self, name: F) -> F: ...
+
+    @overload
+    def function(
+        self, name: str | bytes | None = None, *, timeout: float | None = None
+    ) -> Callable[[F], F]: ...
+
+    def function(
+        self, name: str | bytes | F | None = None, *, timeout: float | None = None
+    ) -> F | Callable[[F], F]:
+        """Decorator form of ``register``: ``@worker.function("name", timeout=5)``."""
+        if callable(name):
+            self.register(name.__name__, name)
+            return name
+
+        def decorate(handler: F) -> F:
+            self.register(name if name is not None else handler.__name__, handler, timeout=timeout)
+            return handler
+
+        return decorate
+
+    def unregister(self, function: str | bytes) -> None:
+        """CANT_DO for ``function``."""
+        self._portal.call_sync(self._async.unregister, function)
+
+    def reset_abilities(self) -> None:
+        """RESET_ABILITIES: forget every function."""
+        self._portal.call_sync(self._async.reset_abilities)
+
+    def set_client_id(self, client_id: str) -> None:
+        """SET_CLIENT_ID now and after every reconnect."""
+        self._portal.call_sync(self._async.set_client_id, client_id)
+
+    def run(self) -> None:
+        """Run jobs until ``stop()`` is called (from another thread) or a signal arrives."""
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            interrupts = 0
+
+            def on_signal(signum: int, frame: FrameType | None) -> None:
+                nonlocal interrupts
+                if signum == signal.SIGINT:
+                    interrupts += 1
+                self._portal.submit(self._async.stop, graceful=interrupts < 2)
+
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, on_signal)
+        try:
+            self._portal.call(self._async.run, install_signal_handlers=False)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def work_once(self, timeout: float | None = None) -> bool:
+        """Run one job, waiting up to ``timeout`` seconds; see AsyncWorker.work_once."""
+        return self._portal.call(self._async.work_once, timeout)
+
+    def stop(self, graceful: bool = True) -> None:
+        """Stop the worker (thread-safe); see AsyncWorker.stop."""
+        if not self._portal.closed:
+            self._portal.call(self._async.stop, graceful)
+
+    def close(self) -> None:
+        """Stop at once if still running, and end the private event loop thread."""
+        if not self._portal.closed:
+            self._portal.call(self._async.stop, False)
+            self._portal.close()
+
+
+async def _make_worker(servers: ServersArg | None, **kwargs: Any) -> AsyncWorker:
+    # Built on the portal's loop so its events and semaphore belong to that loop.
+    return AsyncWorker(servers, **kwargs)
