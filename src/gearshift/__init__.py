@@ -14,8 +14,10 @@ from gearshift._async.client import (
     WorkStatus,
     WorkWarning,
 )
+from gearshift._async.worker import AsyncWorker, WorkerJob
 from gearshift._sync.admin import AdminClient
 from gearshift._sync.client import Client, Job
+from gearshift._sync.worker import Worker
 from gearshift.errors import (
     ConnectionLost,
     GearmanError,
@@ -35,6 +37,7 @@ __all__ = [
     "AsyncAdminClient",
     "AsyncClient",
     "AsyncJob",
+    "AsyncWorker",
     "Client",
     "ConnectionLost",
     "FunctionStatus",
@@ -57,6 +60,8 @@ __all__ = [
     "WorkFail",
     "WorkStatus",
     "WorkWarning",
+    "Worker",
     "WorkerInfo",
+    "WorkerJob",
     "__version__",
 ]
