@@ -375,8 +375,9 @@ def _measure(
 
     snap0: ServerSnapshot | None = server.snapshot() if server else None
     result.server_rss_before_kib = snap0.rss_kib if snap0 else None
-    shared.go.set()
+    # Read the clock first: a child may finish a job before set() returns here.
     t_go = time.monotonic()
+    shared.go.set()
 
     warm_jobs = 0
     if mode == "fg" and config.warmup:
