@@ -137,3 +137,17 @@ def test_rendering_helpers() -> None:
         check_token("two words", "function")
     with pytest.raises(ValueError):
         check_token("", "function")
+
+
+def test_list_command_refused_with_err_does_not_hang() -> None:
+    reader = AdminReplyReader()
+    reader.expect("prioritystatus")
+    reader.expect("show jobs")
+    reader.expect("status")
+    data = b"ERR UNKNOWN_COMMAND Unknown+server+commandprioritystatus\r\nERR x\r\n"
+    assert reader.feed(data) == [
+        ["ERR UNKNOWN_COMMAND Unknown+server+commandprioritystatus"],
+        ["ERR x"],
+    ]
+    # A function row that happens to start with "OK" is still a row of the list.
+    assert reader.feed(b"OK 1\t0\t0\t0\n.\n") == [["OK 1\t0\t0\t0"]]

@@ -167,11 +167,12 @@ class AdminReplyReader:
             if not self._expect:
                 raise ValueError(f"unexpected admin reply line {text!r}")
             kind = self._expect[0]
-            if (
-                not self._lines
-                and kind is not True
-                and (kind is False or is_single_line_reply(text))
-            ):
+            # A list command refused by the server (an old gearmand, the Perl server)
+            # answers with one ERR line and no closing ".".
+            single = kind is False or (
+                is_single_line_reply(text) and (kind is None or text.startswith("ERR"))
+            )
+            if not self._lines and single:
                 self._expect.popleft()
                 done.append([text])
                 continue
