@@ -14,6 +14,7 @@ from gearshift._async.client import (
     WorkStatus,
     WorkWarning,
 )
+from gearshift._async.net import ServerAddress, parse_servers
 from gearshift._async.worker import AsyncWorker, WorkerJob
 from gearshift._sync.admin import AdminClient
 from gearshift._sync.client import Client, Job
@@ -53,6 +54,7 @@ __all__ = [
     "JobUpdate",
     "Priority",
     "PriorityStatus",
+    "ServerAddress",
     "ServerError",
     "WorkComplete",
     "WorkData",
@@ -64,4 +66,5 @@ __all__ = [
     "WorkerInfo",
     "WorkerJob",
     "__version__",
+    "parse_servers",
 ]
