@@ -102,20 +102,22 @@ DELIBERATE_DIFFERENCES: dict[str, Difference] = {
         ),
     ),
     "epoch_wakeup_when_due": Difference(
-        reason="gearmand 1.1.20 has no epoch timer (#101): a sleeping worker is never told"
-        " when an epoch job comes due; gearshift (like 2.0, #459) NOOPs it at the due time",
-        gearmand_shows="w -> PRE_SLEEP()",
+        reason="gearmand 1.1.20 NOOPs sleepers when an epoch job is submitted (too early to"
+        " grab it) and has no timer for when it comes due (#101); gearshift, like 2.0"
+        " (#459), NOOPs them when the job comes due",
+        gearmand_shows="w <- NOOP()",
         gearshift=(
             "w -> CAN_DO(b'ew')",
             "w -> PRE_SLEEP()",
             "w <- sync",
             "c -> SUBMIT_JOB_EPOCH(b'ew', b'soon', b'<epoch>', b'soon')",
             "c <- JOB_CREATED(b'H:#1')",
-            "w <- NOOP()",
             "w -> GRAB_JOB()",
             "w <- NO_JOB()",
             "w -> PRE_SLEEP()",
             "w <- NOOP()",
+            "w -> GRAB_JOB()",
+            "w <- JOB_ASSIGN(b'H:#1', b'ew', b'soon')",
         ),
     ),
     "job_retries_limit": Difference(
