@@ -78,10 +78,10 @@ class Raw:
                 data = await asyncio.wait_for(self.reader.read(65536), within)
                 if not data:
                     return True
+        except TimeoutError:  # before OSError: TimeoutError is one
+            return False
         except (ConnectionError, OSError):
             return True
-        except TimeoutError:
-            return False
 
     async def close(self) -> None:
         self.writer.close()

@@ -97,7 +97,10 @@ class Connection(Peer, asyncio.Protocol):
         transport.set_write_buffer_limits(high=self.server.config.write_high_water)
         self.last_active = self.server.loop.time()
         self.sched.connect(self)
-        self.server.connections.add(self)
+        connections = self.server.connections
+        connections.add(self)
+        if len(connections) >= self.server.fd_pressure:
+            self.server.warn_fd_pressure()
 
     def _tune(self, sock: socket.socket) -> None:
         cfg = self.server.config

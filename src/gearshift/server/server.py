@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -69,6 +70,10 @@ class GearmanServer:
         self._shutdown_task: asyncio.Task[None] | None = None
         self._idle_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._fd_warned_at = -1e9
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        #: Connections beyond this leave too few descriptors to accept more.
+        self.fd_pressure = soft - 32 if soft != resource.RLIM_INFINITY and soft > 64 else 1 << 30
         self.persistent = False
         self.loop: asyncio.AbstractEventLoop
         self.scheduler: Scheduler
@@ -196,6 +201,23 @@ class GearmanServer:
             await self.shutdown(False)
 
     # ------------------------------------------------------------------ helpers
+
+    def warn_fd_pressure(self) -> None:
+        """Log (at most every 10 s) that accept() is about to fail with EMFILE.
+
+        asyncio logs and retries accept errors itself; uvloop (libuv) silently sheds
+        the excess connections, so this is the operator's only hint there.
+        """
+        now = self.loop.time()
+        if now - self._fd_warned_at >= 10.0:
+            self._fd_warned_at = now
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            logger.error(
+                "%d connections: near the file descriptor limit %d; new connections "
+                "may be refused until some close (raise it with -f/--file-descriptors)",
+                len(self.connections),
+                soft,
+            )
 
     def track(self, task: asyncio.Task[Any]) -> None:
         """Keep a reference to a background task until it ends."""
