@@ -117,7 +117,8 @@ def test_checklist_09_round_robin_across_functions() -> None:
     ha = [submit(s, c, b"a", ptype=T.SUBMIT_JOB_BG) for _ in range(2)]
     hb = [submit(s, c, b"b", ptype=T.SUBMIT_JOB_BG) for _ in range(2)]
     got = [grab(s, w)[1][0] for _ in range(4)]
-    assert got == [ha[0], hb[0], ha[1], hb[1]]
+    # newest function first (as gearmand), then the one that yielded goes to the back
+    assert got == [hb[0], ha[0], hb[1], ha[1]]
 
 
 def test_checklist_10_cant_do_and_reset_requeue_running_jobs() -> None:
@@ -237,6 +238,9 @@ def test_checklist_14_exceptions_option_and_fail_quirk() -> None:
     assert take(opted) == [(T.OPTION_RES, (b"ExCePtIoNs",))]
     s.option(plain, (b"bogus",))
     assert take(plain) == [(ERR, (b"UNKNOWN_OPTION", b"Server does not recognize given option"))]
+    s.option(plain, (b"exceptions\0extra",))  # compared as a C string, echoed whole
+    assert take(plain) == [(T.OPTION_RES, (b"exceptions\0extra",))]
+    plain.exceptions = False
     s.can_do(w, (b"f",))
     h = submit(s, opted, b"f", b"u")
     assert submit(s, plain, b"f", b"u") == h
@@ -433,6 +437,7 @@ def test_cancel_fails_clients_and_drops_job() -> None:
     assert s.cancel(h)
     assert take(c) == [(T.WORK_FAIL, (h,))]
     assert done == [rec]
+    assert not s.handles[h].queued_flag  # "show jobs" QUEUED column drops to 0
     assert s.cancel(h)  # still listed, still cancellable
     assert not s.cancel(b"H:none:1")
     s.can_do(w, (b"f",))

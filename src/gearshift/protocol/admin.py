@@ -1,6 +1,6 @@
 """The admin (text) protocol: tokenizing commands and gearmand's exact reply strings.
 
-gearmand splits a command line on runs of spaces, accepts at most five tokens (a
+gearmand splits a command line on runs of whitespace, accepts at most five tokens (a
 sixth closes the connection) and matches command names case-insensitively.  List
 replies end each row with ``\\n`` and finish with ``.\\n``; ``OK``/``ERR`` replies end
 with ``\\r\\n`` except ``version``, ``verbose`` and ``getpid`` (``\\n``).
@@ -31,7 +31,7 @@ def split_command(line: bytes) -> list[bytes]:
     Raises:
         TooManyTokens: the line has more than ``MAX_TOKENS`` tokens.
     """
-    tokens = [t for t in line.split(b" ") if t]
+    tokens = line.split()
     if len(tokens) > MAX_TOKENS:
         raise TooManyTokens(f"{len(tokens)} tokens, at most {MAX_TOKENS}")
     return tokens

@@ -30,7 +30,7 @@ class AdminHost(Protocol):
 def execute(sched: Scheduler, host: AdminHost, peer: Peer, tokens: list[bytes]) -> bytes:
     """Run one admin command (already split into at most five tokens); return the reply."""
     if not tokens:
-        return text.unknown_command(b"NULL")
+        return text.unknown_command(b"")
     cmd = tokens[0]
     name = cmd.lower()
     argc = len(tokens)
@@ -66,7 +66,7 @@ def execute(sched: Scheduler, host: AdminHost, peer: Peer, tokens: list[bytes]) 
                     job.handle,
                     str(job.retries).encode(),
                     b"1" if job.ignore else b"0",
-                    b"1" if job.background else b"0",
+                    b"1" if job.queued_flag else b"0",
                 )
                 for job in sched.handles.values()
             )

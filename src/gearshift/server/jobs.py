@@ -121,7 +121,6 @@ class Peer:
         "abilities",
         "funcs",
         "timeouts",
-        "rr",
         "sleeping",
         "noop_sent",
         "sleep_seq",
@@ -138,11 +137,10 @@ class Peer:
         self.exceptions = exceptions
         #: Every CAN_DO in order, duplicates kept (``workers`` prints them newest first).
         self.abilities: list[Function] = []
-        #: Distinct functions, the round-robin order for GRAB.
+        #: Distinct functions in GRAB order: newest first, rotated as they yield jobs.
         self.funcs: list[Function] = []
         #: CAN_DO_TIMEOUT milliseconds per function.
         self.timeouts: dict[Function, int] = {}
-        self.rr = 0
         self.sleeping = False
         self.noop_sent = False
         self.sleep_seq = 0
@@ -212,6 +210,7 @@ class Job:
         "key",
         "pending",
         "alive",
+        "queued_flag",
     )
 
     def __init__(
@@ -246,6 +245,9 @@ class Job:
         #: Created, waiting for the store to make it durable (not queued yet).
         self.pending = False
         self.alive = True
+        #: gearmand's ``job_queued``: a background job still in the persistent queue
+        #: (the QUEUED column of ``show jobs``); cleared by an admin cancel.
+        self.queued_flag = background
 
     def __repr__(self) -> str:
         return f"<Job {self.handle!r} {self.func.name!r} prio={self.priority}>"
@@ -681,6 +683,7 @@ class Scheduler:
             self.send(client, fail)
             client.listening.discard(job)
         job.clients = []
+        job.queued_flag = False
         self._ignore(job)
         return True
 
@@ -703,7 +706,8 @@ class Scheduler:
         peer.abilities.append(f)
         f.workers += 1
         if f not in peer.funcs:
-            peer.funcs.append(f)
+            # Newest first, as gearmand tries a worker's functions.
+            peer.funcs.insert(0, f)
             if peer.sleeping and not peer.noop_sent:
                 if self._has_runnable(f):
                     peer.noop_sent = True
@@ -774,17 +778,16 @@ class Scheduler:
                         continue
                     return job
             return None
-        start = peer.rr
         for p in (HIGH, NORMAL, LOW):
-            for i in range(n):
-                idx = (start + i) % n
+            for idx in range(n):
                 q = funcs[idx].queues[p]
                 while q:
                     job = q.popleft()
                     if job.ignore:
                         self._reap(job)
                         continue
-                    peer.rr = idx + 1
+                    # Round-robin: the function that yielded goes to the back.
+                    funcs.append(funcs.pop(idx))
                     return job
         return None
 
@@ -966,7 +969,8 @@ class Scheduler:
         self.send(peer, encode_header(_T.ECHO_RES, len(data)) + data)
 
     def option(self, peer: Peer, args: tuple[bytes, ...]) -> None:
-        if args[0].lower() == b"exceptions":
+        # gearmand compares the name as a C string (up to a NUL) and echoes the body.
+        if args[0].split(b"\0", 1)[0].lower() == b"exceptions":
             peer.exceptions = True
             self.send(peer, _packet(_T.OPTION_RES, args[0]))
         else:
