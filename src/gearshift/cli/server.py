@@ -105,8 +105,11 @@ def _pid_file(path: str | None) -> Iterator[None]:
         yield
         return
     try:
-        with open(path, "w", encoding="ascii") as fh:
+        # Written whole or not at all: watchers never read a half-written file.
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="ascii") as fh:
             fh.write(f"{os.getpid()}\n")
+        os.replace(tmp, path)
     except OSError as exc:
         raise ConfigError(f"cannot write pid file {path}: {exc.strerror}") from exc
     try:
