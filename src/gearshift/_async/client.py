@@ -911,11 +911,11 @@ class AsyncClient(Generic[T]):
             UnknownOption: a server refused it.
         """
         option = name.encode()
-        if option not in self._options:
-            self._options.append(option)
         for conn in list(self._conns.values()):
             future = conn.request(functools.partial(_option_packet, conn.proto, option))
             await future
+        if option not in self._options:
+            self._options.append(option)
 
     # -- PHP-style names ------------------------------------------------------------------
 
