@@ -188,3 +188,97 @@ def server(make_any_server: Callable[..., ServerProcess], request: pytest.Fixtur
 def gearmand(make_gearmand: Callable[..., ServerProcess]) -> ServerProcess:
     """A fresh C++ gearmand (for byte-for-byte comparisons with gearadmin/gearman)."""
     return make_gearmand()
+
+
+class ScriptedWorker:
+    """A worker speaking the raw protocol from a thread, replying with a fixed script.
+
+    ``script(data)`` returns the packets to send for a job: a list of
+    ``(PacketType, payload_args)`` where the handle is prepended automatically.
+    Independent of gearshift's worker library, so it can test the client side.
+    """
+
+    def __init__(self, port: int, function: str, script: Callable[[bytes], list]) -> None:
+        import threading
+
+        self.port = port
+        self.function = function.encode()
+        self.script = script
+        self.jobs: list[bytes] = []
+        self._stop = threading.Event()
+        self._sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from gearshift.protocol.codec import Decoder, encode_request
+        from gearshift.protocol.packets import PacketType as T
+
+        s = self._sock
+        dec = Decoder(allow_admin=False)
+        s.sendall(encode_request(T.CAN_DO, self.function) + encode_request(T.GRAB_JOB))
+        try:
+            while not self._stop.is_set():
+                chunk = s.recv(65536)
+                if not chunk:
+                    return
+                for p in dec.feed(chunk):
+                    if p.type == T.NO_JOB:
+                        s.sendall(encode_request(T.PRE_SLEEP))
+                    elif p.type == T.NOOP:
+                        s.sendall(encode_request(T.GRAB_JOB))
+                    elif p.type == T.JOB_ASSIGN:
+                        handle, _fn, data = p.args
+                        self.jobs.append(data)
+                        out = b"".join(
+                            encode_request(t, handle, *args) for t, args in self.script(data)
+                        )
+                        s.sendall(out + encode_request(T.GRAB_JOB))
+        except OSError:
+            return
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., ScriptedWorker]]:
+    made: list[ScriptedWorker] = []
+
+    def make(port: int, function: str, script: Callable[[bytes], list]) -> ScriptedWorker:
+        w = ScriptedWorker(port, function, script)
+        made.append(w)
+        wait_workers(port, function)
+        return w
+
+    yield make
+    for w in made:
+        w.close()
+
+
+def raw_submit(port: int, function: str, data: bytes, timeout: float = 60.0) -> list[tuple]:
+    """Submit one foreground job over a plain socket; return (type, args) up to its end."""
+    from gearshift.protocol.codec import Decoder, encode_request
+    from gearshift.protocol.packets import PacketType as T
+
+    final = {T.WORK_COMPLETE, T.WORK_FAIL, T.WORK_EXCEPTION}
+    got: list[tuple] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(encode_request(T.SUBMIT_JOB, function.encode(), b"", data))
+        dec = Decoder(allow_admin=False)
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise AssertionError(f"connection closed after {got}")
+            for p in dec.feed(chunk):
+                if p.type == T.JOB_CREATED:
+                    continue
+                got.append((T(p.type), p.args[1:]))
+                if p.type in final:
+                    return got

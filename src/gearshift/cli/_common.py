@@ -13,7 +13,8 @@ import sys
 import time
 from typing import IO, Final
 
-from gearshift._async.net import DEFAULT_PORT, SERVERS_ENV, ServerAddress, parse_servers
+from gearshift import ServerAddress, parse_servers
+from gearshift._async.net import DEFAULT_PORT, SERVERS_ENV
 from gearshift.errors import ConnectError, GearmanError
 
 #: gearman and gearadmin connect to this host when given no -h.

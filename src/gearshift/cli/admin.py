@@ -26,8 +26,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
-from gearshift import AsyncAdminClient, FunctionStatus
-from gearshift._async.net import ServerAddress
+from gearshift import AsyncAdminClient, FunctionStatus, ServerAddress
 from gearshift.cli._common import (
     UsageError,
     connect_failure_reason,

@@ -1,0 +1,340 @@
+"""``gearshift submit``: libgearman's ``gearman`` client mode, over gearshift's AsyncClient.
+
+Each workload (every argument, or all of stdin, or one line of stdin with ``-n``/``-N``)
+is sent to every ``-f`` function at once, and all those jobs are awaited before the
+next workload starts, as ``gearman`` does.  What the jobs send back is printed as
+``gearman`` prints it: WORK_DATA and WORK_COMPLETE payloads raw on stdout, WORK_STATUS as
+``N% Complete``, WORK_WARNING and exception payloads raw on stderr, WORK_FAIL as
+``Job failed`` on stderr; ``-P`` prefixes each with ``function: ``.
+
+The exit status is 1 when a job failed, raised an exception or timed out, or the server
+could not be reached (``gearman`` 1.1.20 exits 0 for the last two).  With ``-b`` the
+jobs are only queued; lines from stdin are then submitted many at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getopt
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from gearshift import AsyncClient, JobException, JobFailed, Priority, ServerAddress
+from gearshift.cli._common import (
+    Progress,
+    UsageError,
+    describe_error,
+    resolve_servers,
+    write_err,
+    write_out,
+)
+from gearshift.errors import GearmanError, GearmanTimeout
+
+logger = logging.getLogger(__name__)
+
+#: Background submits from ``-n`` input kept in flight at once.
+BACKGROUND_WINDOW = 64
+
+USAGE = """\
+Client mode: gearshift submit [options] [<data> ...]
+Worker mode: gearshift submit -w [options] [<command> [<args> ...]]  (= gearshift worker)
+
+Common options:
+\t-f <function> - Function name to use for jobs (can give many)
+\t-h <host>     - Job server host (or a list: h1:4730,h2:4731; default GEARMAN_SERVERS)
+\t-H            - Print this help menu
+\t-v            - Print diagnostic information to stdout (the job handles)
+\t-p <port>     - Job server port
+\t-t <timeout>  - Timeout in milliseconds
+\t-i <pidfile>  - Create a pidfile for the process
+\t-S            - Enable SSL connections (not supported: refused)
+
+Client options:
+\t-b            - Run jobs in the background
+\t-I            - Run jobs as high priority
+\t-L            - Run jobs as low priority
+\t-n            - Run one job per line
+\t-N            - Same as -n, but strip off the newline
+\t-P            - Prefix all output lines with functions names
+\t-s            - Send job without reading from standard input
+\t-u <unique>   - Unique key to use for job
+"""
+
+SHORT_OPTS = "bc:f:h:HILnNp:Pst:u:wi:dvS"
+LONG_OPTS = ["help"]
+
+
+@dataclass
+class SubmitOptions:
+    """What the command line asked for."""
+
+    functions: list[str] = field(default_factory=list)
+    host: str | None = None
+    port: str | None = None
+    background: bool = False
+    priority: Priority = Priority.NORMAL
+    per_line: bool = False
+    strip_newline: bool = False
+    prefix: bool = False
+    no_input: bool = False
+    unique: str | None = None
+    timeout: float | None = None
+    pidfile: str | None = None
+    verbose: bool = False
+    worker_mode: bool = False
+    help: bool = False
+    data: list[str] = field(default_factory=list)
+
+
+def parse_args(argv: list[str]) -> SubmitOptions:
+    """Parse ``gearman``-style flags (GNU getopt: options may follow the data).
+
+    Raises:
+        UsageError: an unknown flag, a missing or malformed value.
+    """
+    try:
+        opts, rest = getopt.gnu_getopt(argv, SHORT_OPTS, LONG_OPTS)
+    except getopt.GetoptError as exc:
+        raise UsageError(str(exc)) from None
+    o = SubmitOptions(data=rest)
+    for flag, value in opts:
+        if flag == "-b":
+            o.background = True
+        elif flag == "-f":
+            o.functions.append(value)
+        elif flag == "-h":
+            o.host = value
+        elif flag == "-p":
+            o.port = value
+        elif flag == "-I":
+            o.priority = Priority.HIGH
+        elif flag == "-L":
+            o.priority = Priority.LOW
+        elif flag == "-n":
+            o.per_line = True
+        elif flag == "-N":
+            o.per_line = o.strip_newline = True
+        elif flag == "-P":
+            o.prefix = True
+        elif flag == "-s":
+            o.no_input = True
+        elif flag == "-u":
+            o.unique = value
+        elif flag == "-t":
+            o.timeout = _timeout_ms(value)
+        elif flag == "-i":
+            o.pidfile = value
+        elif flag == "-v":
+            o.verbose = True
+        elif flag == "-w":
+            o.worker_mode = True
+        elif flag in ("-H", "--help"):
+            o.help = True
+        elif flag == "-S":
+            raise UsageError("TLS (-S) is not supported by gearshift submit")
+        elif flag in ("-c", "-d"):
+            # Worker-mode count / daemon flags: meaningless for a client, accepted as gearman does.
+            pass
+    return o
+
+
+def _timeout_ms(value: str) -> float | None:
+    try:
+        ms = int(value)
+    except ValueError:
+        raise UsageError(f"-t takes milliseconds, not {value!r}") from None
+    # gearman treats a negative timeout as "wait forever".
+    return None if ms < 0 else ms / 1000.0
+
+
+class Printer:
+    """Writes job output as ``gearman`` does, keeping a progress line out of the way."""
+
+    def __init__(self, prefix: bool, progress: Progress | None) -> None:
+        self.prefix = prefix
+        self.progress = progress
+
+    def _pre(self, function: str) -> bytes:
+        return f"{function}: ".encode() if self.prefix else b""
+
+    def _clear(self) -> None:
+        if self.progress is not None:
+            self.progress.clear()
+
+    def out(self, function: str, data: bytes) -> None:
+        self._clear()
+        write_out(self._pre(function) + data)
+
+    def err(self, function: str, data: bytes) -> None:
+        self._clear()
+        write_err(self._pre(function) + data)
+
+    def status(self, function: str, numerator: int, denominator: int) -> None:
+        percent = numerator * 100 // denominator if denominator else 0
+        self.out(function, f"{percent}% Complete\n".encode())
+
+
+def _priority_name(priority: Priority) -> str:
+    return priority.name.lower()
+
+
+async def run_workload(
+    client: AsyncClient[bytes], o: SubmitOptions, data: bytes, printer: Printer
+) -> bool:
+    """Send ``data`` to every function and wait for all of them; False if any failed."""
+
+    async def one(function: str) -> bool:
+        if o.background:
+            handle = await client.submit_background(
+                function, data, unique=o.unique, priority=o.priority
+            )
+            if o.verbose:
+                printer.out("", f"Task created: {handle}\n".encode())
+            return True
+        job = await client.submit_job(
+            function,
+            data,
+            unique=o.unique,
+            priority=o.priority,
+            on_data=lambda chunk: printer.out(function, chunk),
+            on_warning=lambda chunk: printer.err(function, chunk),
+            on_status=lambda num, den: printer.status(function, num, den),
+        )
+        try:
+            result = await job.result()
+        except JobException as exc:
+            printer.err(function, exc.payload)
+            return False
+        except JobFailed:
+            printer.err(function, b"Job failed\n")
+            return False
+        printer.out(function, result)
+        if o.verbose:
+            printer.out("", f"Task created: {job.handle}\n".encode())
+        return True
+
+    # -t bounds the whole workload (submits and results), as gearman's timeout bounds its wait.
+    async with asyncio.timeout(o.timeout):
+        results = await asyncio.gather(*(one(f) for f in o.functions))
+    return all(results)
+
+
+async def _read_line(stream: BinaryIO) -> bytes:
+    return await asyncio.get_running_loop().run_in_executor(None, stream.readline)
+
+
+async def run(o: SubmitOptions, servers: list[ServerAddress]) -> int:
+    """Submit every workload; returns the exit status."""
+    stdin = sys.stdin.buffer
+    progress = Progress("jobs") if o.per_line and not o.data and not o.no_input else None
+    printer = Printer(o.prefix, progress)
+    ok = True
+    async with AsyncClient(servers, timeout=o.timeout) as client:
+        try:
+            if o.data:
+                for arg in o.data:
+                    ok = await run_workload(client, o, os.fsencode(arg), printer) and ok
+            elif o.no_input:
+                ok = await run_workload(client, o, b"", printer)
+            elif progress is not None:
+                ok = await _per_line(client, o, stdin, printer, progress)
+            else:
+                data = await asyncio.get_running_loop().run_in_executor(None, stdin.read)
+                ok = await run_workload(client, o, data, printer)
+        except (GearmanError, OSError, TimeoutError) as exc:
+            if progress is not None:
+                progress.clear()
+            what = "timeout" if isinstance(exc, GearmanTimeout | TimeoutError) else "error"
+            write_err(f"gearshift submit: {what}: {describe_error(exc)}\n".encode())
+            return 1
+        finally:
+            if progress is not None:
+                progress.finish()
+    return 0 if ok else 1
+
+
+async def _per_line(
+    client: AsyncClient[bytes],
+    o: SubmitOptions,
+    stdin: BinaryIO,
+    printer: Printer,
+    progress: Progress,
+) -> bool:
+    """One workload per stdin line; background ones are kept ``BACKGROUND_WINDOW`` deep."""
+
+    def workload(line: bytes) -> bytes:
+        if o.strip_newline and line.endswith(b"\n"):
+            return line[:-1]
+        return line
+
+    ok = True
+    if not o.background:
+        while line := await _read_line(stdin):
+            done = await run_workload(client, o, workload(line), printer)
+            ok = ok and done
+            progress.update(1, 0 if done else 1)
+        return ok
+
+    in_flight: set[asyncio.Task[bool]] = set()
+
+    def finished(task: asyncio.Task[bool]) -> None:
+        in_flight.discard(task)
+        good = not task.cancelled() and task.exception() is None and task.result()
+        progress.update(1, 0 if good else 1)
+
+    tasks: list[asyncio.Task[bool]] = []
+    while line := await _read_line(stdin):
+        while len(in_flight) >= BACKGROUND_WINDOW:
+            await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(run_workload(client, o, workload(line), printer))
+        task.add_done_callback(finished)
+        in_flight.add(task)
+        tasks.append(task)
+    results = await asyncio.gather(*tasks)
+    return all(results) and ok
+
+
+def _write_pidfile(path: str) -> Callable[[], None]:
+    with open(path, "w") as f:
+        f.write(f"{os.getpid()}\n")
+
+    def remove() -> None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+    return remove
+
+
+def main(argv: list[str]) -> int:
+    """Run ``gearshift submit``; returns the exit status."""
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    if "-w" in options:
+        # `gearman -w ...` is worker mode; so is `gearshift submit -w ...` (worker takes -w).
+        from gearshift.cli import worker
+
+        return worker.main(argv)
+    try:
+        o = parse_args(argv)
+        if o.help:
+            write_out(USAGE.encode())
+            return 0
+        if not o.functions:
+            raise UsageError("No Functions were provided")
+        servers = resolve_servers(o.host, o.port)
+    except UsageError as exc:
+        write_err(f"gearshift submit: {exc}\n\n{USAGE}".encode())
+        return 1
+    cleanup = _write_pidfile(o.pidfile) if o.pidfile else None
+    try:
+        return asyncio.run(run(o, servers))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if cleanup is not None:
+            cleanup()
