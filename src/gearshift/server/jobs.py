@@ -31,7 +31,7 @@ import heapq
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 from gearshift.protocol.codec import encode_header
@@ -78,6 +78,8 @@ ERR_NOT_FOUND_RESULT: Final = _error(b"JOB_NOT_FOUND", b"Job given in work resul
 ERR_NOT_FOUND_EXCEPTION: Final = _error(
     b"JOB_NOT_FOUND", b"An exception was received for a job that does not exist"
 )
+#: Sent when the access rules (``gearshift.server.access``) refuse a CAN_DO or submit.
+ERR_PERMISSION_DENIED: Final = _error(b"PERMISSION_DENIED", b"Not authorised for this function")
 
 
 def atoi(text: bytes) -> int:
@@ -98,6 +100,28 @@ class DropPeer(Exception):
 
 class TimerHandle(Protocol):
     def cancel(self) -> None: ...
+
+
+class JobObserver(Protocol):
+    """Optional hook told of job state changes (metrics, debug log); not on the packet path."""
+
+    def created(self, job: Job) -> None: ...
+
+    def started(self, job: Job) -> None: ...
+
+    def finished(self, job: Job, result: str) -> None: ...
+
+    def requeued(self, job: Job) -> None: ...
+
+    def cancelled(self, job: Job) -> None: ...
+
+
+class Gate(Protocol):
+    """Optional access check for CAN_DO and submits (``gearshift.server.access``)."""
+
+    def may_register(self, peer: Peer, function: bytes) -> bool: ...
+
+    def may_submit(self, peer: Peer, function: bytes) -> bool: ...
 
 
 class Timers(Protocol):
@@ -127,6 +151,7 @@ class Peer:
         "jobs",
         "listening",
         "closed",
+        "identity",
     )
 
     def __init__(self, host: str = "-", fd: int = -1, *, exceptions: bool = False) -> None:
@@ -149,6 +174,8 @@ class Peer:
         #: Foreground jobs this peer waits on (as a client).
         self.listening: set[Job] = set()
         self.closed = False
+        #: Verified TLS client certificate name, for the access rules.
+        self.identity: str | None = None
 
     def flush(self) -> None:
         """Send ``out``; the connection overrides this.  Tests read ``out`` directly."""
@@ -211,6 +238,8 @@ class Job:
         "pending",
         "alive",
         "queued_flag",
+        "created",
+        "started",
     )
 
     def __init__(
@@ -248,6 +277,9 @@ class Job:
         #: gearmand's ``job_queued``: a background job still in the persistent queue
         #: (the QUEUED column of ``show jobs``); cleared by an admin cancel.
         self.queued_flag = background
+        #: Wall-clock times set by a JobObserver (metrics), 0.0 otherwise.
+        self.created = 0.0
+        self.started = 0.0
 
     def __repr__(self) -> str:
         return f"<Job {self.handle!r} {self.func.name!r} prio={self.priority}>"
@@ -266,7 +298,9 @@ class Stats:
         self.packets: list[int] = [0] * 43
 
 
-Handler = Callable[[Peer, tuple[bytes, ...]], None]
+#: A packet's arguments (a list on the hot path, a tuple from the codec).
+Args = Sequence[bytes]
+Handler = Callable[[Peer, Args], None]
 
 
 class Scheduler:
@@ -307,6 +341,8 @@ class Scheduler:
         self.peers: dict[Peer, None] = {}
         self.dirty: list[Peer] = []
         self.stats = Stats()
+        self.observer: JobObserver | None = None
+        self.gate: Gate | None = None
         self._counter = itertools.count(1)
         self._epoch_heap: list[tuple[int, int, Job]] = []
         self._epoch_seq = itertools.count()
@@ -412,13 +448,13 @@ class Scheduler:
     # ------------------------------------------------------------------ submit
 
     def _submit_handler(self, priority: int, background: bool) -> Handler:
-        def handler(peer: Peer, args: tuple[bytes, ...]) -> None:
+        def handler(peer: Peer, args: Args) -> None:
             self.submit(peer, args[0], args[1], args[2], priority, background)
 
         return handler
 
     def _reduce_handler(self, background: bool) -> Handler:
-        def handler(peer: Peer, args: tuple[bytes, ...]) -> None:
+        def handler(peer: Peer, args: Args) -> None:
             # args: function, unique, reducer, aggregator (ignored), data
             if len(args[2]) > MAX_UNIQUE:
                 self.send(peer, ERR_UNIQUE_TOO_LARGE)
@@ -427,7 +463,7 @@ class Scheduler:
 
         return handler
 
-    def submit_epoch(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def submit_epoch(self, peer: Peer, args: Args) -> None:
         self.submit(peer, args[0], args[1], args[3], NORMAL, True, when=atoi(args[2]))
 
     def submit(
@@ -458,6 +494,9 @@ class Scheduler:
         if len(unique) > MAX_UNIQUE:
             if peer is not None:
                 self.send(peer, ERR_UNIQUE_TOO_LARGE)
+            return None
+        if self.gate is not None and peer is not None and not self.gate.may_submit(peer, name):
+            self.send(peer, ERR_PERMISSION_DENIED)
             return None
         f = self.functions.get(name)
         if f is None:
@@ -493,6 +532,8 @@ class Scheduler:
             self.uniques[key] = job
         submitted = self.stats.submitted
         submitted[name] = submitted.get(name, 0) + 1
+        if self.observer is not None:
+            self.observer.created(job)
         if not background and peer is not None:
             job.clients.append(peer)
             peer.listening.add(job)
@@ -648,6 +689,8 @@ class Scheduler:
             self._remove(job)
             return
         job.numerator = job.denominator = b"0"
+        if self.observer is not None:
+            self.observer.requeued(job)
         job.func.queues[job.priority].append(job)
         if job.func.sleepers:
             self._wake(job.func, 1)
@@ -685,15 +728,23 @@ class Scheduler:
         job.clients = []
         job.queued_flag = False
         self._ignore(job)
+        if self.observer is not None:
+            self.observer.cancelled(job)
         return True
 
     # ------------------------------------------------------------------ workers
 
-    def can_do(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def can_do(self, peer: Peer, args: Args) -> None:
+        if self.gate is not None and not self.gate.may_register(peer, args[0]):
+            self.send(peer, ERR_PERMISSION_DENIED)
+            return
         self._add_ability(peer, args[0])
         peer.timeouts.pop(self.function(args[0]), None)
 
-    def can_do_timeout(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def can_do_timeout(self, peer: Peer, args: Args) -> None:
+        if self.gate is not None and not self.gate.may_register(peer, args[0]):
+            self.send(peer, ERR_PERMISSION_DENIED)
+            return
         f = self._add_ability(peer, args[0])
         ms = atoi(args[1])
         if ms > 0:
@@ -716,13 +767,13 @@ class Scheduler:
                     self._add_sleeper(f, peer)
         return f
 
-    def cant_do(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def cant_do(self, peer: Peer, args: Args) -> None:
         f = self.functions.get(args[0])
         if f is None or f not in peer.funcs:
             return
         self._remove_abilities(peer, {f})
 
-    def reset_abilities(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def reset_abilities(self, peer: Peer, args: Args) -> None:
         self._remove_abilities(peer, set(peer.funcs))
 
     def _remove_abilities(self, peer: Peer, gone: set[Function]) -> None:
@@ -753,7 +804,7 @@ class Scheduler:
             sleepers.clear()
             sleepers.extend(live)
 
-    def pre_sleep(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def pre_sleep(self, peer: Peer, args: Args) -> None:
         peer.sleeping = True
         peer.noop_sent = False
         peer.sleep_seq += 1
@@ -801,6 +852,8 @@ class Scheduler:
         job.worker = peer
         job.func.running += 1
         peer.jobs.add(job)
+        if self.observer is not None:
+            self.observer.started(job)
         if peer.timeouts:
             ms = peer.timeouts.get(job.func)
             if ms:
@@ -819,12 +872,12 @@ class Scheduler:
             )
             self._requeue(job)
 
-    def grab_job(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def grab_job(self, peer: Peer, args: Args) -> None:
         job = self._assign(peer)
         if job is not None:
             self.send(peer, _packet(_T.JOB_ASSIGN, job.handle, job.func.name, job.data))
 
-    def grab_job_uniq(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def grab_job_uniq(self, peer: Peer, args: Args) -> None:
         job = self._assign(peer)
         if job is not None:
             self.send(
@@ -832,7 +885,7 @@ class Scheduler:
                 _packet(_T.JOB_ASSIGN_UNIQ, job.handle, job.func.name, job.unique, job.data),
             )
 
-    def grab_job_all(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def grab_job_all(self, peer: Peer, args: Args) -> None:
         job = self._assign(peer)
         if job is None:
             return
@@ -857,17 +910,17 @@ class Scheduler:
         for client in job.clients:
             self.send(client, packet)
 
-    def work_data(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def work_data(self, peer: Peer, args: Args) -> None:
         job = self._owned(peer, args[0], ERR_NOT_FOUND_DATA)
         if job is not None and job.clients:
             self._fan_out(job, _packet(_T.WORK_DATA, args[0], args[1]))
 
-    def work_warning(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def work_warning(self, peer: Peer, args: Args) -> None:
         job = self._owned(peer, args[0], ERR_NOT_FOUND_DATA)
         if job is not None and job.clients:
             self._fan_out(job, _packet(_T.WORK_WARNING, args[0], args[1]))
 
-    def work_status(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def work_status(self, peer: Peer, args: Args) -> None:
         job = self._owned(peer, args[0], ERR_NOT_FOUND_RESULT)
         if job is None:
             return
@@ -876,7 +929,7 @@ class Scheduler:
         if job.clients:
             self._fan_out(job, _packet(_T.WORK_STATUS, *args))
 
-    def work_complete(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def work_complete(self, peer: Peer, args: Args) -> None:
         job = self._owned(peer, args[0], ERR_NOT_FOUND_RESULT)
         if job is None:
             return
@@ -885,7 +938,7 @@ class Scheduler:
         self._count_finished(job, "complete")
         self._remove(job)
 
-    def work_fail(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def work_fail(self, peer: Peer, args: Args) -> None:
         if len(args[0]) >= MAX_HANDLE:
             self.send(peer, ERR_HANDLE_TOO_LARGE)
             return
@@ -897,7 +950,7 @@ class Scheduler:
         self._count_finished(job, "fail")
         self._remove(job)
 
-    def work_exception(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def work_exception(self, peer: Peer, args: Args) -> None:
         job = self._owned(peer, args[0], ERR_NOT_FOUND_EXCEPTION)
         if job is None:
             return
@@ -914,17 +967,19 @@ class Scheduler:
         finished = self.stats.finished
         key = (job.func.name, result)
         finished[key] = finished.get(key, 0) + 1
+        if self.observer is not None:
+            self.observer.finished(job, result)
 
     # ------------------------------------------------------------------ misc
 
-    def handle(self, peer: Peer, ptype: int, args: tuple[bytes, ...]) -> None:
+    def handle(self, peer: Peer, ptype: int, args: Args) -> None:
         """Dispatch one decoded request packet."""
         self.dispatch[ptype](peer, args)
 
-    def _not_expected(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def _not_expected(self, peer: Peer, args: Args) -> None:
         self.send(peer, ERR_NOT_EXPECTED)
 
-    def get_status(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def get_status(self, peer: Peer, args: Args) -> None:
         handle = args[0]
         if len(handle) >= MAX_HANDLE:
             raise DropPeer("GET_STATUS handle too long")
@@ -947,7 +1002,7 @@ class Scheduler:
                 return job
         return None
 
-    def get_status_unique(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def get_status_unique(self, peer: Peer, args: Args) -> None:
         unique = args[0]
         job = self.find_unique(unique)
         if job is None:
@@ -964,11 +1019,11 @@ class Scheduler:
             )
         self.send(peer, packet)
 
-    def echo(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def echo(self, peer: Peer, args: Args) -> None:
         data = args[0]
         self.send(peer, encode_header(_T.ECHO_RES, len(data)) + data)
 
-    def option(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def option(self, peer: Peer, args: Args) -> None:
         # gearmand compares the name as a C string (up to a NUL) and echoes the body.
         if args[0].split(b"\0", 1)[0].lower() == b"exceptions":
             peer.exceptions = True
@@ -976,7 +1031,7 @@ class Scheduler:
         else:
             self.send(peer, ERR_UNKNOWN_OPTION)
 
-    def set_client_id(self, peer: Peer, args: tuple[bytes, ...]) -> None:
+    def set_client_id(self, peer: Peer, args: Args) -> None:
         peer.client_id = args[0][:MAX_CLIENT_ID]
 
     # ------------------------------------------------------------------ replay
@@ -1014,7 +1069,9 @@ class Scheduler:
 __all__ = [
     "DropPeer",
     "Function",
+    "Gate",
     "Job",
+    "JobObserver",
     "Peer",
     "Scheduler",
     "Stats",
