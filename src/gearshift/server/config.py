@@ -17,6 +17,7 @@ from typing import Final, NoReturn
 
 from gearshift.errors import ConfigError
 from gearshift.protocol.packets import DEFAULT_MAX_PACKET_SIZE, MAX_PACKET_LIMIT
+from gearshift.server.access import AccessPolicy
 
 VERBOSE_LEVELS: Final = (
     "FATAL",
@@ -97,6 +98,14 @@ class ServerConfig:
     #: ``-r http`` enables gearmand's HTTP protocol plugin.
     protocol: str | None = None
     http_port: int = 8080
+    #: Run the HTTP listener (``-r http`` or ``--http-port``): submission, /metrics, /api.
+    http: bool = False
+    #: Address of the HTTP listener; ``None`` = the same as ``listen``.
+    http_listen: str | None = None
+    #: Access rules from the TOML file's ``[access]`` table (off by default).
+    access: AccessPolicy = field(default_factory=AccessPolicy)
+    #: The TOML configuration file (``--config``).
+    config: str | None = None
     ssl: bool = False
     ssl_ca_file: str | None = None
     ssl_certificate: str | None = None
@@ -167,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-q", "--queue-type", help="builtin, libsqlite3, Postgres, MySQL, redis")
     g.add_argument("--queue", dest="queue_url", help="store URL (sqlite:///f, redis://...)")
     g.add_argument("--config-file", help="file of whitespace-separated options")
+    g.add_argument("--config", help="TOML configuration file (flags override it)")
     g.add_argument("--syslog", action="store_true")
     g.add_argument("--coredump", action="store_true")
     g.add_argument("-t", "--threads", type=_int, help="accepted; one event loop")
@@ -182,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ssl-ca-file")
     s.add_argument("--ssl-certificate")
     s.add_argument("--ssl-key")
-    s.add_argument("--http-port", type=_int)
+    s.add_argument("--http-port", type=_int, help="HTTP listener port (enables it)")
+    s.add_argument("--http-listen", help="HTTP listener address (default: -L's)")
     q = p.add_argument_group("queue plugins")
     for name in QUEUE_FLAGS:
         q.add_argument(f"--{name}", dest="q_" + name.replace("-", "_"))
@@ -223,9 +234,16 @@ def parse_args(argv: list[str]) -> ParsedArgs:
     parser = build_parser()
     ns = parser.parse_args(argv)
     config_file = ns.config_file
-    if config_file is not None:
-        # Options from the file come first so the command line overrides them.
-        ns = parser.parse_args(read_config_file(config_file) + argv)
+    toml_words: list[str] = []
+    access = None
+    if ns.config is not None:
+        from gearshift.server.configfile import load_toml
+
+        toml_words, access = load_toml(ns.config, parser)
+    if config_file is not None or toml_words:
+        # Options from the files come first so the command line overrides them.
+        gearmand_words = read_config_file(config_file) if config_file is not None else []
+        ns = parser.parse_args(toml_words + gearmand_words + argv)
     cfg = ServerConfig()
     if ns.port is not None:
         cfg.port = ns.port
@@ -287,5 +305,10 @@ def parse_args(argv: list[str]) -> ParsedArgs:
     if ns.idle_timeout is not None:
         cfg.idle_timeout = ns.idle_timeout if ns.idle_timeout > 0 else None
     cfg.config_file = config_file
+    cfg.config = ns.config
+    cfg.http = ns.http_port is not None or (ns.protocol or "").lower() == "http"
+    cfg.http_listen = ns.http_listen
+    if access is not None:
+        cfg.access = access
     cfg.__post_init__()
     return ParsedArgs(cfg, help=ns.help, version=ns.version, check_args=ns.check_args)
