@@ -47,9 +47,7 @@ def _words(flag: str, value: Any, where: str) -> list[str]:
     raise ConfigError(f"{where}: expected a string, number or boolean, not {value!r}")
 
 
-def load_toml(
-    path: str, parser: argparse.ArgumentParser
-) -> tuple[list[str], AccessPolicy | None]:
+def load_toml(path: str, parser: argparse.ArgumentParser) -> tuple[list[str], AccessPolicy | None]:
     """Read ``path``; return the equivalent command-line words and the access policy.
 
     Raises:

@@ -16,14 +16,16 @@ import ipaddress
 import logging
 import socket
 from collections import deque
+from collections.abc import Sequence
+from struct import Struct
 from typing import TYPE_CHECKING, Final, cast
 
-from gearshift.errors import RemoteProtocolError, StoreError
+from gearshift.errors import StoreError
 from gearshift.protocol.admin import TooManyTokens, split_command
-from gearshift.protocol.codec import AdminLine, Decoder, Event, Packet
-from gearshift.protocol.packets import PacketType
+from gearshift.protocol.codec import DEFAULT_MAX_LINE, AdminLine, Event, Packet
+from gearshift.protocol.packets import ARGC, HEADER_SIZE, MAX_PACKET_TYPE, REQ, RES, PacketType
 from gearshift.server import admin
-from gearshift.server.jobs import ERR_MAGIC, NORMAL, DropPeer, Job, Peer, _error, atoi
+from gearshift.server.jobs import ERR_MAGIC, NORMAL, Args, DropPeer, Job, Peer, _error, atoi
 from gearshift.store.base import StoredJob
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ _BG_SUBMITS: Final[dict[int, tuple[int, bool, bool]]] = {
     _T.SUBMIT_JOB_EPOCH: (NORMAL, True, False),
     _T.SUBMIT_REDUCE_JOB_BACKGROUND: (NORMAL, False, True),
 }
+_unpack_header = Struct(">4sII").unpack_from
 #: Events queued behind a pending store write before reading is paused.
 _BACKLOG_HIGH_WATER: Final = 1024
 
@@ -58,13 +61,17 @@ class Connection(Peer, asyncio.Protocol):
         "server",
         "sched",
         "transport",
-        "decoder",
         "backlog",
         "blocked",
         "paused_for_write",
         "paused_for_backlog",
         "last_active",
         "port",
+        "rbuf",
+        "need",
+        "max_packet_size",
+        "persistent",
+        "track_idle",
     )
 
     def __init__(self, server: GearmanServer) -> None:
@@ -72,7 +79,11 @@ class Connection(Peer, asyncio.Protocol):
         self.server = server
         self.sched = server.scheduler
         self.transport: asyncio.Transport | None = None
-        self.decoder = Decoder(server.config.max_packet_size)
+        self.rbuf = bytearray()
+        self.need = 0
+        self.max_packet_size = server.config.max_packet_size
+        self.persistent = server.persistent
+        self.track_idle = server.config.idle_timeout is not None
         self.backlog: deque[Event] = deque()
         self.blocked = False
         self.paused_for_write = False
@@ -166,54 +177,124 @@ class Connection(Peer, asyncio.Protocol):
     # ------------------------------------------------------------------ input
 
     def data_received(self, data: bytes) -> None:
-        self.last_active = self.server.loop.time()
-        try:
-            events = self.decoder.feed(data)
-        except RemoteProtocolError as exc:
-            self.close(str(exc))
-            self.sched.flush()
-            return
-        if self.blocked:
-            self.backlog.extend(events)
-            if len(self.backlog) > _BACKLOG_HIGH_WATER and not self.paused_for_backlog:
-                self.paused_for_backlog = True
-                self._update_reading()
-            return
-        if events:
-            self._process(events)
-            self.sched.flush()
-
-    def _process(self, events: list[Event] | deque[Event]) -> None:
+        # The hot path.  Packets are parsed straight out of ``data`` (no Packet
+        # objects, no intermediate list) and dispatched as they are found; only a
+        # trailing partial message is kept in ``rbuf``, and only until ``need``
+        # bytes are there, so a large payload arriving in chunks is joined once.
+        if self.track_idle:
+            self.last_active = self.server.loop.time()
+        rbuf = self.rbuf
+        if rbuf:
+            rbuf += data
+            if len(rbuf) < self.need:
+                return
+            data = bytes(rbuf)
+            rbuf.clear()
         sched = self.sched
         dispatch = sched.dispatch
         counts = sched.stats.packets
-        persistent = self.server.persistent
-        i = 0
-        n = len(events)
-        while i < n:
-            event = events[i]
-            i += 1
+        max_size = self.max_packet_size
+        pos = 0
+        end = len(data)
+        while pos < end:
+            if data[pos]:
+                nl = data.find(b"\n", pos)
+                if nl < 0:
+                    if end - pos > DEFAULT_MAX_LINE:
+                        self.close(f"admin line longer than {DEFAULT_MAX_LINE} bytes")
+                        break
+                    rbuf += data[pos:]
+                    self.need = end - pos + 1
+                    break
+                stop = nl - 1 if nl > pos and data[nl - 1] == 13 else nl
+                line = AdminLine(data[pos:stop])
+                pos = nl + 1
+                counts[0] += 1
+                if self.blocked:
+                    self.backlog.append(line)
+                elif not self._admin(line):
+                    break
+                continue
+            if end - pos < HEADER_SIZE:
+                if end - pos >= 4 and data[pos : pos + 4] not in (REQ, RES):
+                    self.close(f"bad magic {data[pos : pos + 4]!r}")
+                    break
+                rbuf += data[pos:]
+                self.need = HEADER_SIZE
+                break
+            magic, ptype, size = _unpack_header(data, pos)
+            if magic != REQ and magic != RES:
+                self.close(f"bad magic {magic!r}")
+                break
+            if not 0 < ptype <= MAX_PACKET_TYPE:
+                self.close(f"unknown packet type {ptype}")
+                break
+            if size > max_size:
+                self.close(f"packet type {ptype} body of {size} bytes exceeds {max_size}")
+                break
+            start = pos + HEADER_SIZE
+            stop = start + size
+            if stop > end:
+                rbuf += data[pos:]
+                self.need = stop - pos
+                break
+            argc = ARGC[ptype]
+            if argc == 0:
+                args: list[bytes] = []
+            elif argc == 1:
+                args = [data[start:stop]]
+            else:
+                args = data[start:stop].split(b"\0", argc - 1)
+                if len(args) != argc:
+                    self.close(f"{PacketType(ptype).name} needs {argc} arguments, got {len(args)}")
+                    break
+            pos = stop
+            counts[ptype] += 1
+            if self.blocked:
+                self.backlog.append(Packet(ptype, tuple(args), magic == REQ))
+                continue
+            if magic != REQ:
+                sched.send(self, ERR_MAGIC)
+                continue
+            try:
+                if self.persistent and ptype in _BG_SUBMITS:
+                    self._persist_submit(ptype, args)
+                else:
+                    dispatch[ptype](self, args)
+            except DropPeer as exc:
+                self.close(str(exc))
+                break
+            if self.closed:
+                break
+        if self.blocked and len(self.backlog) > _BACKLOG_HIGH_WATER:
+            if not self.paused_for_backlog:
+                self.paused_for_backlog = True
+                self._update_reading()
+        if sched.dirty:
+            sched.flush()
+
+    def _process(self, events: Sequence[Event]) -> None:
+        """Run events that waited in the backlog behind a store write."""
+        sched = self.sched
+        dispatch = sched.dispatch
+        for i, event in enumerate(events):
             if type(event) is Packet:
                 ptype, args, request = event
-                counts[ptype] += 1
                 if not request:
                     sched.send(self, ERR_MAGIC)
                     continue
                 try:
-                    if persistent and ptype in _BG_SUBMITS:
+                    if self.persistent and ptype in _BG_SUBMITS:
                         if self._persist_submit(ptype, args):
-                            rest = [events[j] for j in range(i, n)]
-                            self.backlog.extend(rest)
+                            self.backlog.extend(events[i + 1 :])
                             return
                         continue
                     dispatch[ptype](self, args)
                 except DropPeer as exc:
                     self.close(str(exc))
                     return
-            else:
-                counts[0] += 1
-                if not self._admin(cast(AdminLine, event)):
-                    return
+            elif not self._admin(cast(AdminLine, event)):
+                return
             if self.closed:
                 return
 
@@ -229,7 +310,7 @@ class Connection(Peer, asyncio.Protocol):
 
     # ------------------------------------------------------------------ store
 
-    def _persist_submit(self, ptype: int, args: tuple[bytes, ...]) -> bool:
+    def _persist_submit(self, ptype: int, args: Args) -> bool:
         """Start a durable background submit; True if this connection must wait."""
         priority, epoch, reduce = _BG_SUBMITS[ptype]
         sched = self.sched

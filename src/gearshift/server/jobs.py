@@ -32,10 +32,11 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
+from struct import Struct
 from typing import Final, Protocol
 
 from gearshift.protocol.codec import encode_header
-from gearshift.protocol.packets import PacketType, Priority
+from gearshift.protocol.packets import RES, PacketType, Priority
 from gearshift.store.base import StoredJob
 
 logger = logging.getLogger(__name__)
@@ -55,9 +56,12 @@ NOOP_PACKET: Final = encode_header(_T.NOOP, 0)
 NO_JOB_PACKET: Final = encode_header(_T.NO_JOB, 0)
 
 
+_pack_header = Struct(">4sII").pack
+
+
 def _packet(ptype: int, *args: bytes) -> bytes:
     body = b"\0".join(args)
-    return encode_header(ptype, len(body)) + body
+    return _pack_header(RES, ptype, len(body)) + body
 
 
 def _error(code: bytes, text: bytes) -> bytes:
@@ -394,12 +398,11 @@ class Scheduler:
 
     def flush(self) -> None:
         """Ask every peer with pending output to write it."""
-        dirty = self.dirty
-        while dirty:
-            batch = dirty[:]
-            dirty.clear()
-            for peer in batch:
-                peer.flush()
+        # A peer's flush only writes to its transport, so one pass suffices.
+        batch = self.dirty
+        self.dirty = []
+        for peer in batch:
+            peer.flush()
 
     # ------------------------------------------------------------------ peers
 
