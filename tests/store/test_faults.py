@@ -147,3 +147,21 @@ async def test_sqlite_locked_by_another_process_then_recovers(sqlite_backend: Ba
     await store.close()
     store = await backend.open()
     assert [j.data async for j in store.replay()] == [b"one", b"three"]
+
+
+async def test_cut_during_replay_is_a_store_error(network_backend: Backend) -> None:
+    store = await network_backend.open()
+    await asyncio.gather(*(store.add(StoredJob(b"r", b"", b"%d" % i)) for i in range(2500)))
+    await store.close()
+    proxy = await TcpProxy(network_backend.port).start()
+    try:
+        store = await network_backend.open(network_backend.url_via(proxy.port))
+        seen = 0
+        with pytest.raises(StoreError, match="replay failed"):
+            async for _ in store.replay():
+                seen += 1
+                if seen == 1:
+                    await proxy.cut()
+        assert 0 < seen < 2500
+    finally:
+        await proxy.close()

@@ -156,6 +156,10 @@ class GroupCommitStore(Store, Generic[RowT]):
     async def _commit(self, rows: list[RowT], dones: list[object]) -> list[object]:
         """Insert ``rows`` and delete ``dones`` in one transaction; return the new keys."""
 
+    @abc.abstractmethod
+    def _replay(self) -> AsyncIterator[StoredJob]:
+        """Yield the stored jobs, oldest first, with ``key`` set (driver errors may escape)."""
+
     # -- the Store contract ----------------------------------------------------------
 
     @property
@@ -207,6 +211,22 @@ class GroupCommitStore(Store, Generic[RowT]):
         self._dones.append((key, fut))
         self._kick()
         await fut
+
+    async def replay(self) -> AsyncIterator[StoredJob]:
+        """Yield every stored job, oldest first, with ``key`` set.
+
+        Raises:
+            StoreError: the store is not open or the backend failed while reading.
+        """
+        if not self._opened or self._closed:
+            raise StoreError(f"{self.describe()}: store is not open")
+        try:
+            async for job in self._replay():
+                yield job
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"{self.describe()}: replay failed: {_reason(exc)}") from exc
 
     async def close(self) -> None:
         """Finish the commit in flight, retry kept deletes once, disconnect."""
@@ -263,6 +283,12 @@ class GroupCommitStore(Store, Generic[RowT]):
                     if not fut.done():
                         fut.set_exception(StoreError(err))
                 self._adds = []
+                # Dones that arrived during the failed commit wait for recovery too.
+                for key, fut in self._dones:
+                    self._retry_dones.append(key)
+                    if not fut.done():
+                        fut.set_result(None)
+                self._dones = []
                 self._mark_down(reason)
                 return
             self.stats.commits += 1

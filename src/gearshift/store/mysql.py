@@ -179,7 +179,7 @@ class MysqlStore(GroupCommitStore[MysqlRow]):
             size += len(row[3]) + len(row[0]) + len(row[1]) + 32
         return chunks
 
-    async def replay(self) -> AsyncIterator[StoredJob]:
+    async def _replay(self) -> AsyncIterator[StoredJob]:
         conn = self._conn
         if conn is None:
             raise StoreError(f"{self.describe()}: store is not open")

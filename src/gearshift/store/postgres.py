@@ -170,7 +170,7 @@ class PostgresStore(GroupCommitStore[PgRow]):
         records = await self._conn.fetch(self._insert_sql, *cols, dones)
         return [r[0] for r in records]
 
-    async def replay(self) -> AsyncIterator[StoredJob]:
+    async def _replay(self) -> AsyncIterator[StoredJob]:
         if self._conn is None:
             raise StoreError(f"{self.describe()}: store is not open")
         last = 0

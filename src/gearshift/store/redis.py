@@ -137,7 +137,7 @@ class RedisStore(GroupCommitStore[RedisRow]):
         # are kept as b"#<key>".
         return [str(first + i) for i in range(len(rows))]
 
-    async def replay(self) -> AsyncIterator[StoredJob]:
+    async def _replay(self) -> AsyncIterator[StoredJob]:
         client = self._client
         if client is None:
             raise StoreError(f"{self.describe()}: store is not open")

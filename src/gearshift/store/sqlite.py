@@ -278,7 +278,7 @@ class SqliteStore(GroupCommitStore[SqliteRow]):
             return
         await super().done(job)
 
-    async def replay(self) -> AsyncIterator[StoredJob]:
+    async def _replay(self) -> AsyncIterator[StoredJob]:
         last = 0
         while True:
             rows = await self._call(self._fetch_sync, last)
