@@ -148,3 +148,13 @@ async def test_many_jobs_replay_in_order(backend: Backend) -> None:
     await store.close()
     store = await backend.open()
     assert [j.data for j in await replay_all(store)] == [j.data for j in jobs]
+
+
+async def test_batch_of_large_payloads(backend: Backend) -> None:
+    # ~9 MB in one batch: MySQL splits it into several INSERTs in one transaction.
+    store = await backend.open()
+    jobs = [StoredJob(b"big", b"", bytes([i]) * 1_500_000) for i in range(6)]
+    await asyncio.gather(*(store.add(j) for j in jobs))
+    await store.close()
+    store = await backend.open()
+    assert [j.data for j in await replay_all(store)] == [j.data for j in jobs]

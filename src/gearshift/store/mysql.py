@@ -1,13 +1,14 @@
 """The MySQL/MariaDB store (asyncmy), and gearmand's ``-q MySQL``.
 
-A group commit is one transaction: a ``DELETE ... WHERE id IN (...)`` for the
-finished jobs, one multi-row ``INSERT`` for the new ones (split only past ~4 MB of
-payload), and ``COMMIT``.  Rows get their own ``id BIGINT AUTO_INCREMENT`` key, read
-back from the insert: a multi-row insert gets consecutive ids under InnoDB's
-``innodb_autoinc_lock_mode`` 0 and 1 (the MySQL 5.x / MariaDB default); under mode 2
-rows are inserted one by one, still in the same transaction.  gearmand's table has
-``unique key (unique_key, function_name)``, which makes a second job with the same
-(often empty) unique fail; it is migrated on open.
+A group commit is a ``DELETE ... WHERE id IN (...)`` for the finished jobs and one
+multi-row ``INSERT`` for the new ones, each its own autocommitted statement (past
+~4 MB of payload the INSERT is split, and the batch is one explicit transaction).
+Rows get their own ``id BIGINT AUTO_INCREMENT`` key, read back from the insert: a
+multi-row insert gets consecutive ids under InnoDB's ``innodb_autoinc_lock_mode`` 0
+and 1 (the MySQL 5.x / MariaDB default); under mode 2 rows are inserted one by one,
+in one transaction.  gearmand's table has ``unique key (unique_key, function_name)``,
+which makes a second job with the same (often empty) unique fail; it is migrated on
+open.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class MysqlStore(GroupCommitStore[MysqlRow]):
             user=self.user,
             password=self.password,
             database=self.database,
-            autocommit=False,
+            autocommit=True,
             connect_timeout=self.connect_timeout,
             read_timeout=self.commit_timeout,
             binary_prefix=True,
@@ -147,13 +148,22 @@ class MysqlStore(GroupCommitStore[MysqlRow]):
         if conn is None:
             raise StoreError("not connected")
         keys: list[object] = []
-        # On failure nothing is rolled back here: the recovery loop drops the
-        # connection, and the server discards a transaction whose client is gone.
+        chunks = self._chunks(rows)
+        # The connection autocommits, so the common batch (one INSERT, maybe one
+        # DELETE) costs one round trip per statement and no COMMIT.  A DELETE that
+        # commits while the INSERT then fails is harmless (the dones are retried, the
+        # adds refused); several INSERTs get an explicit transaction so that none of a
+        # batch's jobs is stored unless all are.  On failure nothing is rolled back
+        # here: the recovery loop drops the connection, and the server discards a
+        # transaction whose client is gone.
+        explicit = len(chunks) > 1
         async with conn.cursor() as cur:
+            if explicit:
+                await cur.execute("START TRANSACTION")
             if dones:
                 marks = ", ".join(["%s"] * len(dones))
                 await cur.execute(f"DELETE FROM {self.table} WHERE id IN ({marks})", dones)
-            for chunk in self._chunks(rows):
+            for chunk in chunks:
                 values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
                 args = [value for row in chunk for value in row]
                 await cur.execute(
@@ -163,7 +173,8 @@ class MysqlStore(GroupCommitStore[MysqlRow]):
                 )
                 first = int(cur.lastrowid)
                 keys.extend(first + i * self._id_step for i in range(len(chunk)))
-        await conn.commit()
+            if explicit:
+                await cur.execute("COMMIT")
         return keys
 
     def _chunks(self, rows: list[MysqlRow]) -> list[list[MysqlRow]]:
@@ -192,7 +203,6 @@ class MysqlStore(GroupCommitStore[MysqlRow]):
                     (last, _REPLAY_CHUNK),
                 )
                 rows = await cur.fetchall()
-            await conn.commit()  # end the read snapshot
             if not rows:
                 return
             for row_id, unique, function, priority, data, when in rows:
