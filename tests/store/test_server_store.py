@@ -131,3 +131,72 @@ async def test_store_queue_on_shutdown_through_the_server(tmp_path: Path) -> Non
         assert rows == [(b"j0",), (b"j1",), (b"j2",)]
     finally:
         await asyncio.to_thread(srv.close)
+
+
+async def grab_uniq(port: int, function: bytes, n: int) -> list[tuple[bytes, bytes]]:
+    """Grab up to ``n`` jobs with GRAB_JOB_UNIQ (completing each); return (unique, data)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    dec = Decoder()
+    got: list[tuple[bytes, bytes]] = []
+    try:
+        writer.write(encode_request(PacketType.CAN_DO, function))
+        while len(got) < n:
+            writer.write(encode_request(PacketType.GRAB_JOB_UNIQ))
+            pkt = None
+            while pkt is None:
+                chunk = await asyncio.wait_for(reader.read(65536), 30)
+                assert chunk
+                pkts = dec.feed(chunk)
+                pkt = pkts[0] if pkts else None
+            assert isinstance(pkt, Packet)
+            if pkt.type == PacketType.NO_JOB:
+                break
+            assert pkt.type == PacketType.JOB_ASSIGN_UNIQ
+            handle, _, unique, data = pkt.args
+            got.append((unique, data))
+            writer.write(encode_request(PacketType.WORK_COMPLETE, handle, b""))
+        return got
+    finally:
+        writer.close()
+
+
+async def test_restart_keeps_priorities_uniques_and_epoch(backend: Backend) -> None:
+    srv = Gearshift(["--queue", backend.url])
+    await asyncio.to_thread(srv.start)
+    try:
+        for ptype, unique, data in (
+            (PacketType.SUBMIT_JOB_LOW_BG, b"u-low", b"low"),
+            (PacketType.SUBMIT_JOB_BG, b"u-normal", b"normal"),
+            (PacketType.SUBMIT_JOB_HIGH_BG, b"u-high", b"high"),
+            (PacketType.SUBMIT_JOB_BG, b"", b"empty-1"),
+            (PacketType.SUBMIT_JOB_BG, b"", b"empty-2"),
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+            writer.write(encode_request(ptype, b"prio", unique, data))
+            pkts = Decoder().feed(await asyncio.wait_for(reader.read(4096), 30))
+            writer.close()
+            assert isinstance(pkts[0], Packet) and pkts[0].type == PacketType.JOB_CREATED
+        epoch = str(int(time.time()) + 3600).encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(encode_request(PacketType.SUBMIT_JOB_EPOCH, b"later", b"ep", epoch, b"x"))
+        pkts = Decoder().feed(await asyncio.wait_for(reader.read(4096), 30))
+        writer.close()
+        assert isinstance(pkts[0], Packet) and pkts[0].type == PacketType.JOB_CREATED
+
+        await asyncio.to_thread(srv.kill)
+        await asyncio.to_thread(srv.start)
+        assert await grab_uniq(srv.port, b"prio", 10) == [
+            (b"u-high", b"high"),
+            (b"u-normal", b"normal"),
+            (b"", b"empty-1"),
+            (b"", b"empty-2"),
+            (b"u-low", b"low"),
+        ]
+        # The epoch job is back, and still waits for its time.
+        assert await grab_uniq(srv.port, b"later", 1) == []
+        await asyncio.to_thread(srv.stop)
+    finally:
+        await asyncio.to_thread(srv.close)
+    store = await backend.open()
+    jobs = [j async for j in store.replay()]
+    assert [(j.function, j.unique, j.when) for j in jobs] == [(b"later", b"ep", int(epoch))]
