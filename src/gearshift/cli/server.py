@@ -143,12 +143,25 @@ def _switch_user(name: str) -> None:
 
 
 def _check_unsupported(cfg: ServerConfig) -> None:
-    if cfg.ssl:
-        raise ConfigError("--ssl: TLS is not available in this build of gearshift")
-    if cfg.protocol is not None:
-        if cfg.protocol.lower() == "http":
-            raise ConfigError("-r http: the HTTP protocol is not available in this build")
+    if cfg.protocol is not None and cfg.protocol.lower() != "http":
         raise ConfigError(f"unknown protocol {cfg.protocol!r} (only 'http' exists)")
+    if cfg.ssl:
+        # Load the files now so that a bad certificate is a command-line error.
+        from gearshift.tls import server_context
+
+        server_context(
+            cfg.ssl_certificate or "/etc/ssl/certs/gearmand.pem",
+            cfg.ssl_key or "/etc/ssl/certs/gearmand.key",
+            cfg.ssl_ca_file,
+        )
+    if cfg.http:
+        try:
+            import aiohttp  # noqa: F401
+            import prometheus_client  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(
+                f"the HTTP listener needs the 'http' extra (pip install gearshift[http]): {exc}"
+            ) from exc
 
 
 async def _run(cfg: ServerConfig, log: LogFile) -> int:

@@ -6,6 +6,7 @@ import logging
 from typing import Protocol
 
 from gearshift.protocol import admin as text
+from gearshift.server.access import PROTECTED_ADMIN
 from gearshift.server.jobs import HIGH, LOW, NORMAL, Peer, Scheduler, atoi
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,8 @@ class AdminHost(Protocol):
 
     def may_shutdown(self, peer: Peer) -> bool: ...
 
+    def may_change(self, peer: Peer) -> bool: ...
+
     def request_shutdown(self, graceful: bool) -> None: ...
 
 
@@ -34,6 +37,10 @@ def execute(sched: Scheduler, host: AdminHost, peer: Peer, tokens: list[bytes]) 
     cmd = tokens[0]
     name = cmd.lower()
     argc = len(tokens)
+    if name in PROTECTED_ADMIN and not host.may_change(peer):
+        # Access rules (gearshift.server.access): state changes need loopback or an identity.
+        logger.warning("refused admin %r from %s (identity %s)", cmd, peer.host, peer.identity)
+        return b"ERR PERMISSION_DENIED Permission+denied+for+" + cmd + b"\r\n"
     if name == b"status":
         return text.render_status(
             (f.name, f.total, f.running, f.workers) for f in sched.functions.values()

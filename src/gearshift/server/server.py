@@ -13,15 +13,19 @@ import contextlib
 import logging
 import os
 import resource
+import ssl
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gearshift import __version__
+from gearshift.server.access import PeerGate
 from gearshift.server.config import ServerConfig
 from gearshift.server.connection import Connection, is_loopback
 from gearshift.server.jobs import Peer, Scheduler
+from gearshift.server.observe import JobEvents
 from gearshift.store import Store, StoredJob, open_store
+from gearshift.tls import server_context
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +79,12 @@ class GearmanServer:
         #: Connections beyond this leave too few descriptors to accept more.
         self.fd_pressure = soft - 32 if soft != resource.RLIM_INFINITY and soft > 64 else 1 << 30
         self.persistent = False
+        # Ops hooks (issue 6): TLS, job timings/debug lines, the HTTP listener.
+        self.tls_context: ssl.SSLContext | None = None
+        self.job_events: JobEvents | None = None
+        self.http: Any = None
+        self.http_addresses: list[tuple[str, int]] = []
+        self.started_at = time.monotonic()
         self.loop: asyncio.AbstractEventLoop
         self.scheduler: Scheduler
         self.store: Store
@@ -108,6 +118,7 @@ class GearmanServer:
             exceptions=cfg.exceptions,
             store_done=self._store_done if self.persistent else None,
         )
+        self._install_ops()
         await self.store.open()
         if self.persistent:
             replayed = 0
@@ -125,6 +136,8 @@ class GearmanServer:
             for sock in listener.sockets:
                 addr = sock.getsockname()
                 self.addresses.append((str(addr[0]), int(addr[1])))
+        if cfg.http:
+            await self._start_http()
         if cfg.idle_timeout:
             self._idle_task = self.loop.create_task(self._reap_idle(cfg.idle_timeout))
         logger.info(
@@ -135,14 +148,50 @@ class GearmanServer:
 
     async def _listen(self) -> list[asyncio.Server]:
         cfg = self.config
+        factory: type[Connection] = Connection
+        if self.tls_context is not None:
+            from gearshift.server.tlsconn import TLSConnection
+
+            factory = TLSConnection
+        # "-L a,b" listens on several addresses (gearmand takes one).
+        hosts = cfg.listen.split(",") if cfg.listen and "," in cfg.listen else cfg.listen
         server = await self.loop.create_server(
-            lambda: Connection(self),
-            host=cfg.listen or None,
+            lambda: factory(self),
+            host=hosts or None,
             port=cfg.port,
             backlog=cfg.backlog,
             reuse_address=True,
+            ssl=self.tls_context,
         )
         return [server]
+
+    def _install_ops(self) -> None:
+        """TLS context, access gate and job observer, as the configuration asks."""
+        cfg = self.config
+        if cfg.ssl:
+            self.tls_context = server_context(
+                cfg.ssl_certificate or "/etc/ssl/certs/gearmand.pem",
+                cfg.ssl_key or "/etc/ssl/certs/gearmand.key",
+                cfg.ssl_ca_file,
+            )
+        if cfg.access.has_function_rules:
+            self.scheduler.gate = PeerGate(cfg.access)
+        if cfg.http or logging.getLogger("gearshift").isEnabledFor(logging.DEBUG):
+            self.job_events = JobEvents()
+            self.scheduler.observer = self.job_events
+
+    async def _start_http(self) -> None:
+        from gearshift.http import HttpService
+
+        service = HttpService(self)
+        try:
+            self.http_addresses = await service.start()
+        except BaseException:
+            for listener in self._listeners:
+                listener.close()
+            await self.store.close()
+            raise
+        self.http = service
 
     async def serve_forever(self) -> None:
         """Wait until the server has shut down (by ``shutdown``, admin or a signal)."""
@@ -164,6 +213,9 @@ class GearmanServer:
         """Stop listening; if ``graceful``, wait until no job is left; close everything."""
         for listener in self._listeners:
             listener.close()
+        if self.http is not None:
+            http, self.http = self.http, None
+            await http.close()
         if graceful:
             logger.info("graceful shutdown: waiting for %d jobs", self.scheduler.job_count())
             while self.scheduler.job_count() and not self._closing:
@@ -256,4 +308,11 @@ class GearmanServer:
         return os.getpid()
 
     def may_shutdown(self, peer: Peer) -> bool:
+        policy = self.config.access
+        if policy.enabled:
+            return policy.may_admin(peer.host, peer.identity)
         return is_loopback(peer.host)
+
+    def may_change(self, peer: Peer) -> bool:
+        """May ``peer`` run state-changing admin commands (the access rules)?"""
+        return self.config.access.may_admin(peer.host, peer.identity)
