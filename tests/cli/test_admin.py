@@ -14,6 +14,7 @@ import pytest
 from tests.cli.conftest import (
     Procs,
     admin_lines,
+    call,
     gearadmin,
     gearman,
     gearshift_argv,
@@ -21,13 +22,11 @@ from tests.cli.conftest import (
     needs_gearadmin,
     needs_gearman,
     status_of,
-    wait_for,
     wait_queued,
     wait_workers,
 )
 from tests.procs import ServerProcess, free_port
 
-from gearshift.cli import admin as admin_cli
 from gearshift.cli._common import resolve_servers
 
 pytestmark = [pytest.mark.interop, needs_gearadmin, needs_gearman]
@@ -56,70 +55,64 @@ def populate(srv: ServerProcess, procs: Procs) -> None:
     wait_queued(srv.port, "queued", 4)
 
 
-def same(srv: ServerProcess, *args: str) -> tuple[subprocess.CompletedProcess[bytes], ...]:
+def same(srv: ServerProcess, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """gearadmin and gearshift admin (in-process) print the same bytes; returns ours."""
     ref = gearadmin("-p", str(srv.port), *args)
-    ours = gs("admin", "-p", str(srv.port), *args)
+    ours = call("admin", "-p", str(srv.port), *args)
     assert ours.stdout == ref.stdout, (args, ref.stdout, ours.stdout, ours.stderr)
     assert ours.stderr == ref.stderr, (args, ref.stderr, ours.stderr)
-    return ref, ours
+    return ours
 
 
-@pytest.mark.parametrize("flag", READ_ONLY_FLAGS)
-def test_read_only_flag_matches_gearadmin(server: ServerProcess, procs: Procs, flag: str) -> None:
+def test_read_only_flags_match_gearadmin(server: ServerProcess, procs: Procs) -> None:
     populate(server, procs)
-    ref, ours = same(server, flag)
-    assert ref.returncode == ours.returncode == 0
-    assert ours.stdout
-
-
-def test_all_flags_run_in_gearadmin_order(server: ServerProcess, procs: Procs) -> None:
-    populate(server, procs)
-    # Typed in reverse of gearadmin's execution order: the output order must not change.
-    flags = list(reversed(READ_ONLY_FLAGS))
-    ref, ours = same(server, *flags)
-    assert ours.returncode == 0
+    for flag in READ_ONLY_FLAGS:
+        ours = same(server, flag)
+        assert ours.returncode == 0 and ours.stdout, flag
+    # All at once, typed in reverse of gearadmin's execution order: the output order
+    # must still be gearadmin's (getpid first, status last).
+    ours = same(server, *reversed(READ_ONLY_FLAGS))
     lines = ours.stdout.decode().splitlines()
-    assert lines[0] == str(int(lines[0]))  # getpid first
-    assert lines[-1] == "."  # status last
+    assert lines[0] == str(int(lines[0]))
+    assert lines[-1] == "."
+    # The real command line, through `python -m gearshift`, once.
+    sub = gs("admin", "-p", str(server.port), "--status", "--server-version")
+    assert sub.returncode == 0
+    assert sub.stdout == gearadmin("-p", str(server.port), "--status", "--server-version").stdout
 
 
-def test_create_and_drop_function_match(server: ServerProcess) -> None:
+def test_mutating_flags_match_gearadmin(server: ServerProcess, procs: Procs) -> None:
+    populate(server, procs)
     port = str(server.port)
+    # create / drop
     ref = gearadmin("-p", port, "--create-function=made_by_gearadmin")
-    ours = gs("admin", "-p", port, "--create-function", "made_by_gearshift")
+    ours = call("admin", "-p", port, "--create-function", "made_by_gearshift")
     assert ref.stdout == ours.stdout == b"OK\n"
     assert ref.returncode == ours.returncode == 0
     assert {"made_by_gearadmin", "made_by_gearshift"} <= set(status_of(server.port))
     ref = gearadmin("-p", port, "--drop-function=made_by_gearadmin")
-    ours = gs("admin", "-p", port, "--drop-function=made_by_gearshift")
+    ours = call("admin", "-p", port, "--drop-function=made_by_gearshift")
     assert ref.stdout == ours.stdout == b"OK\n"
     assert not {"made_by_gearadmin", "made_by_gearshift"} & set(status_of(server.port))
-
-
-def test_server_errors_print_like_gearadmin(server: ServerProcess, procs: Procs) -> None:
-    populate(server, procs)
-    for flag in ("--drop-function=no_such_function", "--cancel-job=H:nohost:424242"):
-        ref, ours = same(server, flag)
+    # Refusals print like gearadmin; a function with workers cannot be dropped.
+    for flag in (
+        "--drop-function=no_such_function",
+        "--cancel-job=H:nohost:424242",
+        "--drop-function=rev",
+    ):
+        ours = same(server, flag)
         assert ours.stderr.startswith(b"Error: ") and ours.stderr.endswith(b"\r\n")
         # Deliberate difference: a refused command is a failure (gearadmin 1.1.20 exits 0).
         assert ours.returncode == 1
-    # A function with workers cannot be dropped.
-    ref, ours = same(server, "--drop-function=rev")
-    assert ours.returncode == 1
-
-
-def test_cancel_job_matches(server: ServerProcess, procs: Procs) -> None:
-    populate(server, procs)
+    # cancel a real job
     handles = [line.split("\t")[0] for line in admin_lines(server.port, "show jobs")[:-1]]
     assert len(handles) >= 2
-    ref = gearadmin("-p", str(server.port), f"--cancel-job={handles[0]}")
-    ours = gs("admin", "-p", str(server.port), "--cancel-job", handles[1])
+    ref = gearadmin("-p", port, f"--cancel-job={handles[0]}")
+    ours = call("admin", "-p", port, "--cancel-job", handles[1])
     assert ref.stdout == ours.stdout == b"OK\n"
     assert ours.returncode == 0
-
-
-def test_mixed_success_and_error_keeps_going(server: ServerProcess) -> None:
-    r = gs("admin", "-p", str(server.port), "--drop-function=nope", "--getpid", "--status")
+    # An error in the middle does not stop the other commands.
+    r = call("admin", "-p", port, "--drop-function=nope", "--getpid", "--status")
     assert r.returncode == 1
     assert r.stderr.startswith(b"Error: ")
     out = r.stdout.decode().splitlines()
@@ -129,7 +122,7 @@ def test_mixed_success_and_error_keeps_going(server: ServerProcess) -> None:
 def test_connection_refused() -> None:
     port = str(free_port())
     ref = gearadmin("-p", port, "--status")
-    ours = gs("admin", "-p", port, "--status")
+    ours = call("admin", "-p", port, "--status")
     assert ref.returncode == ours.returncode == 1
     assert ref.stdout == ours.stdout == b""
     assert ours.stderr.startswith(b"Error: Error connecting to localhost.")
@@ -137,21 +130,28 @@ def test_connection_refused() -> None:
 
 def test_unresolvable_host() -> None:
     ref = gearadmin("-h", "no-such-host.invalid", "--status")
-    ours = gs("admin", "-h", "no-such-host.invalid", "--status")
+    ours = call("admin", "-h", "no-such-host.invalid", "--status")
     assert ref.returncode == ours.returncode == 1
     assert ours.stderr.startswith(b"Error: Failed to connect on no-such-host.invalid:4730 with ")
 
 
 def test_usage_errors_exit_1() -> None:
-    for args in ([], ["--bogus"], ["--create-function"], ["--maxqueue", "f", "1", "2"]):
-        r = gs("admin", *args)
+    for args in (
+        [],
+        ["--bogus"],
+        ["--create-function"],
+        ["--maxqueue", "f", "1", "2"],
+        ["-S", "--status"],
+    ):
+        r = call("admin", *args)
         assert r.returncode == 1, args
         assert b"usage: gearshift admin" in r.stderr
     assert gearadmin().returncode == 1
+    assert gs("admin").returncode == 1
 
 
 def test_help() -> None:
-    r = gs("admin", "--help")
+    r = call("admin", "--help")
     assert r.returncode == 0
     for flag in READ_ONLY_FLAGS + ["--create-function", "--drop-function", "--cancel-job"]:
         assert flag.encode() in r.stdout
@@ -161,7 +161,7 @@ def test_help() -> None:
 
 def test_json_rows(server: ServerProcess, procs: Procs) -> None:
     populate(server, procs)
-    r = gs(
+    r = call(
         "admin",
         "-p",
         str(server.port),
@@ -205,15 +205,15 @@ def test_json_rows(server: ServerProcess, procs: Procs) -> None:
 
 def test_maxqueue_limits_the_queue(server: ServerProcess) -> None:
     port = str(server.port)
-    r = gs("admin", "-p", port, "--create-function=mq", "--maxqueue", "mq", "1")
+    r = call("admin", "-p", port, "--create-function=mq", "--maxqueue", "mq", "1")
     assert r.returncode == 0 and r.stdout == b"OK\nOK\n", r.stderr
     assert gearman("-p", port, "-b", "-f", "mq", "one").returncode == 0
     second = gearman("-p", port, "-b", "-f", "mq", "two")
     assert b"QUEUE_ERROR" in second.stderr
     wait_queued(server.port, "mq", 1)
     # High/normal/low form, then reset.
-    assert gs("admin", "-p", port, "--maxqueue", "mq", "5", "5", "5").stdout == b"OK\n"
-    assert gs("admin", "-p", port, "--maxqueue", "mq").stdout == b"OK\n"
+    assert call("admin", "-p", port, "--maxqueue", "mq", "5", "5", "5").stdout == b"OK\n"
+    assert call("admin", "-p", port, "--maxqueue", "mq").stdout == b"OK\n"
     assert gearman("-p", port, "-b", "-f", "mq", "three").stderr == b""
     wait_queued(server.port, "mq", 2)
 
@@ -262,18 +262,6 @@ def test_watch_plain_output_until_sigint(server: ServerProcess, procs: Procs) ->
     assert rows["rev"] == ["0", "0", "1"]
 
 
-def test_watch_json_lines(server: ServerProcess, procs: Procs) -> None:
-    populate(server, procs)
-    proc = procs.gearshift("admin", "-p", str(server.port), "--watch=0.2", "--json")
-    out = _read_until(proc, b"\n", 2, 30)
-    proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 0
-    docs = [json.loads(line) for line in (out + rest).decode().splitlines()]
-    assert len(docs) >= 2
-    assert {r["name"]: r["queued"] for r in docs[0]["status"]}["queued"] == 4
-
-
 def test_watch_redraws_in_place_on_a_tty(server: ServerProcess, procs: Procs) -> None:
     master, slave = pty.openpty()
     try:
@@ -299,9 +287,11 @@ def test_watch_redraws_in_place_on_a_tty(server: ServerProcess, procs: Procs) ->
         os.close(master)
 
 
-def test_watch_interrupted_in_process(server: ServerProcess) -> None:
-    # The same code path, driven in-process: SIGINT lands while the table is shown.
+def test_watch_json_lines_in_process(server: ServerProcess, procs: Procs) -> None:
+    # Driven in-process: SIGINT lands while the refresh loop waits.
     import threading
+
+    populate(server, procs)
 
     def interrupt() -> None:
         # Only once --watch has taken over SIGINT, or pytest itself would be interrupted.
@@ -310,13 +300,17 @@ def test_watch_interrupted_in_process(server: ServerProcess) -> None:
             if time.monotonic() > deadline:
                 return
             time.sleep(0.02)
-        time.sleep(0.5)
+        time.sleep(0.6)
         os.kill(os.getpid(), signal.SIGINT)
 
     thread = threading.Thread(target=interrupt, daemon=True)
     thread.start()
-    assert admin_cli.main(["-p", str(server.port), "--watch", "0.1"]) == 0
+    r = call("admin", "-p", str(server.port), "--watch=0.1", "--json")
     thread.join(30)
+    assert r.returncode == 0
+    docs = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    assert len(docs) >= 2
+    assert {row["name"]: row["queued"] for row in docs[0]["status"]}["queued"] == 4
 
 
 def test_server_lists_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -329,13 +323,7 @@ def test_server_lists_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [str(s) for s in resolve_servers(None, "9")] == ["localhost:9"]
 
 
-def test_gearman_servers_env_is_used(server: ServerProcess) -> None:
-    r = gs("admin", "--getpid", env={"GEARMAN_SERVERS": server.address})
+def test_gearman_servers_env_is_used(gearmand: ServerProcess) -> None:
+    r = gs("admin", "--getpid", env={"GEARMAN_SERVERS": gearmand.address})
     assert r.returncode == 0
     assert r.stdout.strip().isdigit()
-
-
-def test_wait_helpers_see_gearadmin_state(server: ServerProcess) -> None:
-    # Guards the helpers the other tests rely on.
-    assert gs("admin", "-p", str(server.port), "--create-function=seen").returncode == 0
-    wait_for(lambda: "seen" in status_of(server.port), 10, "function listed")

@@ -10,6 +10,7 @@ import pytest
 from tests.cli.conftest import (
     Procs,
     admin_lines,
+    call,
     gearman,
     gearshift_argv,
     gs,
@@ -36,7 +37,7 @@ def both(
     srv: ServerProcess, *args: str, input: bytes = b""
 ) -> tuple[subprocess.CompletedProcess[bytes], subprocess.CompletedProcess[bytes]]:
     ref = gearman("-p", str(srv.port), *args, input=input)
-    ours = gs("submit", "-p", str(srv.port), *args, input=input)
+    ours = call("submit", "-p", str(srv.port), *args, input=input)
     return ref, ours
 
 
@@ -48,47 +49,43 @@ def assert_same(
     assert ours.returncode == ref.returncode
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["-f", "rev", "hello"],
-        ["-f", "rev", "one", "two"],
-        ["-P", "-f", "rev", "prefixed"],
-        ["-f", "rev", "-f", "rev", "twice"],
-        ["-f", "rev", "-I", "high"],
-        ["-f", "rev", "-L", "low"],
-        ["-f", "rev", "-u", "some-unique", "uniq"],
-        ["-f", "rev", "data", "-P"],  # options after data, as GNU getopt allows
-    ],
-)
-def test_argv_workloads_match_gearman(server: ServerProcess, procs: Procs, args: list[str]) -> None:
-    rev_worker(server, procs)
-    assert_same(*both(server, *args))
+ARGV_CASES = [
+    ["-f", "rev", "hello"],
+    ["-f", "rev", "one", "two"],
+    ["-P", "-f", "rev", "prefixed"],
+    ["-f", "rev", "-f", "rev", "twice"],
+    ["-f", "rev", "-I", "high"],
+    ["-f", "rev", "-L", "low"],
+    ["-f", "rev", "-u", "some-unique", "uniq"],
+    ["-f", "rev", "data", "-P"],  # options after data, as GNU getopt allows
+]
+
+STDIN_CASES = [
+    (["-f", "rev"], b"abc\ndef\n", b"cba\nfed\n"),
+    (["-n", "-f", "rev"], b"abc\ndef\n", b"cba\nfed\n"),
+    (["-N", "-f", "rev"], b"abc\ndef\n", b"cbafed"),
+    (["-s", "-f", "rev"], b"ignored\n", b""),
+    (["-P", "-n", "-f", "rev"], b"ab\ncd\n", b"rev: ba\nrev: dc\n"),
+]
 
 
-@pytest.mark.parametrize(
-    ("args", "stdin", "expected"),
-    [
-        (["-f", "rev"], b"abc\ndef\n", b"cba\nfed\n"),
-        (["-n", "-f", "rev"], b"abc\ndef\n", b"cba\nfed\n"),
-        (["-N", "-f", "rev"], b"abc\ndef\n", b"cbafed"),
-        (["-s", "-f", "rev"], b"ignored\n", b""),
-        (["-P", "-n", "-f", "rev"], b"ab\ncd\n", b"rev: ba\nrev: dc\n"),
-    ],
-)
-def test_stdin_modes_match_gearman(
-    server: ServerProcess, procs: Procs, args: list[str], stdin: bytes, expected: bytes
-) -> None:
+def test_workloads_match_gearman(server: ServerProcess, procs: Procs) -> None:
     rev_worker(server, procs)
-    ref, ours = both(server, *args, input=stdin)
-    assert_same(ref, ours)
-    assert ours.stdout == expected
+    for args in ARGV_CASES:
+        assert_same(*both(server, *args))
+    for args, stdin, expected in STDIN_CASES:
+        ref, ours = both(server, *args, input=stdin)
+        assert_same(ref, ours)
+        assert ours.stdout == expected, args
+    # The real command line, through `python -m gearshift`, once.
+    sub = gs("submit", "-p", str(server.port), "-n", "-f", "rev", input=b"xy\nz\n")
+    assert (sub.stdout, sub.stderr, sub.returncode) == (b"yx\nz\n", b"", 0)
 
 
 def test_strip_newline_keeps_last_char_without_newline(server: ServerProcess, procs: Procs) -> None:
     # gearman -N cuts the last byte of a final line that has no newline; we only strip "\n".
     rev_worker(server, procs)
-    r = gs("submit", "-p", str(server.port), "-N", "-f", "rev", input=b"ab\ncd")
+    r = call("submit", "-p", str(server.port), "-N", "-f", "rev", input=b"ab\ncd")
     assert r.returncode == 0
     assert r.stdout == b"badc"
 
@@ -128,7 +125,7 @@ def test_data_warning_status_complete(server: ServerProcess, scripted) -> None:
 
 def test_exception_payload_goes_to_stderr(server: ServerProcess, scripted) -> None:
     scripted(server.port, "raises", lambda data: [(T.WORK_EXCEPTION, (b"it broke",))])
-    r = gs("submit", "-p", str(server.port), "-f", "raises", "x")
+    r = call("submit", "-p", str(server.port), "-f", "raises", "x")
     assert r.returncode == 1
     assert b"it broke" in r.stderr or r.stderr == b"Job failed\n"
     assert r.stdout == b""
@@ -138,7 +135,7 @@ def test_background_priorities_and_unique(server: ServerProcess) -> None:
     port = str(server.port)
     for tool in ("gearman", "gearshift"):
         fn = f"bg_{tool}"
-        runner = gearman if tool == "gearman" else (lambda *a, **k: gs("submit", *a, **k))
+        runner = gearman if tool == "gearman" else (lambda *a, **k: call("submit", *a, **k))
         for args in (["-b"], ["-b", "-I"], ["-b", "-L"], ["-b", "-L"], ["-b", "-u", f"u-{tool}"]):
             r = runner("-p", port, *args, "-f", fn, "payload")
             assert r.returncode == 0 and r.stdout == b"" and r.stderr == b"", (tool, r)
@@ -152,7 +149,7 @@ def test_background_priorities_and_unique(server: ServerProcess) -> None:
 
 
 def test_verbose_prints_handles(server: ServerProcess) -> None:
-    r = gs("submit", "-p", str(server.port), "-v", "-b", "-f", "verbose", "x")
+    r = call("submit", "-p", str(server.port), "-v", "-b", "-f", "verbose", "x")
     assert r.returncode == 0
     assert r.stdout.startswith(b"Task created: ") and r.stdout.endswith(b"\n")
     handle = r.stdout.decode().split(": ", 1)[1].strip()
@@ -161,7 +158,7 @@ def test_verbose_prints_handles(server: ServerProcess) -> None:
 
 def test_many_background_lines(server: ServerProcess) -> None:
     lines = b"".join(b"line %d\n" % i for i in range(500))
-    r = gs("submit", "-p", str(server.port), "-b", "-N", "-f", "bulk", input=lines)
+    r = call("submit", "-p", str(server.port), "-b", "-N", "-f", "bulk", input=lines)
     assert r.returncode == 0, r.stderr
     assert r.stderr == b""  # not a terminal: no progress line
     wait_queued(server.port, "bulk", 500)
@@ -200,7 +197,7 @@ def test_progress_line_on_a_terminal(server: ServerProcess, procs: Procs) -> Non
 
 
 def test_timeout_without_worker(server: ServerProcess) -> None:
-    r = gs("submit", "-p", str(server.port), "-t", "300", "-f", "nobody", "x")
+    r = call("submit", "-p", str(server.port), "-t", "300", "-f", "nobody", "x")
     # gearman 1.1.20 prints a libgearman error and exits 0; a timeout is a failure here.
     assert r.returncode == 1
     assert b"timeout" in r.stderr
@@ -208,7 +205,7 @@ def test_timeout_without_worker(server: ServerProcess) -> None:
 
 
 def test_connection_refused() -> None:
-    r = gs("submit", "-p", str(free_port()), "-f", "x", "data")
+    r = call("submit", "-p", str(free_port()), "-f", "x", "data")
     assert r.returncode == 1
     assert r.stderr.startswith(b"gearshift submit: ")
 
@@ -217,16 +214,17 @@ def test_usage() -> None:
     r = gs("submit", "data")
     assert r.returncode == 1
     assert b"No Functions were provided" in r.stderr
-    r = gs("submit", "-H")
+    r = call("submit", "-H")
     assert r.returncode == 0
     assert b"Client mode: gearshift submit" in r.stdout
-    assert gs("submit", "-f", "x", "-Z").returncode == 1
+    assert call("submit", "-f", "x", "-Z").returncode == 1
+    assert call("submit", "-f", "x", "-t", "soon").returncode == 1
 
 
 def test_pidfile(server: ServerProcess, procs: Procs, tmp_path) -> None:
     rev_worker(server, procs)
     pidfile = tmp_path / "submit.pid"
-    r = gs("submit", "-p", str(server.port), "-i", str(pidfile), "-f", "rev", "x")
+    r = call("submit", "-p", str(server.port), "-i", str(pidfile), "-f", "rev", "x")
     assert r.returncode == 0 and r.stdout == b"x"
     assert not pidfile.exists()  # removed on exit, as gearman's Pidfile does
 
