@@ -359,6 +359,9 @@ class AsyncWorker:
         self._closing = False
         self._stopped = asyncio.Event()
         self._once_lock = asyncio.Lock()
+        self._stopping = False
+        self._stop_now = asyncio.Event()
+        self._grabs_in_flight = 0
         self.jobs_done = 0
 
     async def __aenter__(self) -> AsyncWorker:
@@ -457,7 +460,7 @@ class AsyncWorker:
     # -- connections ----------------------------------------------------------------------
 
     def _start(self) -> None:
-        if self._closing:
+        if self._stopping:
             raise ClosedError("worker is stopped")
         if self._started:
             return
@@ -506,6 +509,7 @@ class AsyncWorker:
                 await self._grabbing.wait()
                 await self._slots.acquire()
                 assigned: JobAssigned | None = None
+                self._grabs_in_flight += 1
                 try:
                     if self._grabbing.is_set():
                         assigned = await conn.grab()
@@ -514,6 +518,7 @@ class AsyncWorker:
                         else:
                             self._start_job(conn, assigned)
                 finally:
+                    self._grabs_in_flight -= 1
                     if assigned is None:
                         self._slots.release()
                 if assigned is None and self._grabbing.is_set():
@@ -689,13 +694,30 @@ class AsyncWorker:
         Jobs still running at the end are cancelled and their connections closed, so
         the server requeues them.
         """
-        if self._closing:
+        if self._stopping:
+            if not graceful:
+                self._stop_now.set()  # a second Ctrl-C: cut the graceful wait short
             await self._stopped.wait()
             return
+        self._stopping = True
         self._grabbing.clear()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.shutdown_timeout if graceful else 0.0)
+        # A GRAB already sent may still bring a job: it counts as running, so wait for it.
+        while (self._tasks or self._grabs_in_flight) and not self._stop_now.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            waiters: set[asyncio.Future[Any]] = {
+                *self._tasks,
+                loop.create_task(self._stop_now.wait()),
+            }
+            _, left = await asyncio.wait(
+                waiters, timeout=min(remaining, 0.05), return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in left - self._tasks:
+                waiter.cancel()
         pending = set(self._tasks)
-        if graceful and pending:
-            _, pending = await asyncio.wait(pending, timeout=self.shutdown_timeout)
         self._closing = True
         for task in pending:
             task.cancel()
