@@ -8,6 +8,9 @@ command -v gearman >/dev/null && command -v gearadmin >/dev/null || need+=(gearm
 php -m 2>/dev/null | grep -qi '^gearman$' || need+=(php-cli php-gearman)
 [ -e /usr/share/perl5/Gearman/Server.pm ] || need+=(gearman-server)
 perl -MGearman::Client -e1 2>/dev/null || need+=(libgearman-client-perl)
+# The dashboard test drives Debian's Chromium through Playwright (never `playwright install`).
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install-system-deps: need root to apt-get install ${need[*]}" >&2
