@@ -104,6 +104,15 @@ def wait_for(cond: Callable[[], bool], what: str, timeout: float = PEER_TIMEOUT)
         time.sleep(0.05)
 
 
+def wait_status(srv: ServerProcess, function: str, expected: tuple[int, int, int]) -> None:
+    """Wait until ``status`` shows ``expected`` for ``function`` (a peer that just exited
+    is unregistered when the server notices the closed socket, a moment later)."""
+    wait_for(
+        lambda: status(srv).get(function) == expected,
+        f"status {function} == {expected} (now {status(srv).get(function)})",
+    )
+
+
 def wait_workers(srv: ServerProcess, function: str, count: int = 1) -> None:
     """Wait until ``function`` has at least ``count`` registered workers."""
     wait_for(

@@ -19,6 +19,7 @@ from tests.interop.peers import (
     host_args,
     require_program,
     status,
+    wait_status,
     wait_workers,
 )
 
@@ -36,7 +37,7 @@ def test_foreground_round_trip(make_any_server: ServerFactory) -> None:
         res = gearman(srv, "-f", "rev", "hello")
         assert (res.returncode, res.stdout, res.stderr) == (0, b"olleh", b"")
         assert finish(w)[0] == 0
-    assert status(srv)["rev"] == (0, 0, 0)
+    wait_status(srv, "rev", (0, 0, 0))
 
 
 def test_payload_from_stdin_and_prefix_flag(make_any_server: ServerFactory) -> None:
@@ -63,7 +64,7 @@ def test_background_priorities_run_high_normal_low(
     with background(_worker(host_args(srv), "-c", "3", "-f", "pr", "--", *cmd)) as w:
         assert finish(w)[0] == 0
     assert out.read_text() == "high\nnormal\nlow\n"
-    assert status(srv)["pr"] == (0, 0, 0)
+    wait_status(srv, "pr", (0, 0, 0))
 
 
 def test_unique_flag_coalesces_background_jobs(

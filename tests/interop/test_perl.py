@@ -19,6 +19,7 @@ from tests.interop.peers import (
     require_perl_gearman,
     run,
     status,
+    wait_status,
     wait_workers,
 )
 
@@ -140,14 +141,15 @@ def test_perl_client_and_worker(make_any_server: ServerFactory, scripts: tuple[P
         rc, out, err = finish(w2)
     assert (rc, err) == (0, b"")
     assert out.decode().splitlines() == ["job bgh", "job bg", "job bgl", "worker done"]
-    assert status(srv)["whoami"] == (0, 0, 0)
+    wait_status(srv, "whoami", (0, 0, 0))
 
 
 def test_perl_worker_exception(make_any_server: ServerFactory, scripts: tuple[Path, Path]) -> None:
     perl = require_perl_gearman()
     srv = make_any_server()
     worker, client = scripts
-    with background([perl, str(worker), str(srv.port), "1"]) as w:
+    # asks for two jobs so it keeps reading after the first and sees the server's reply
+    with background([perl, str(worker), str(srv.port), "2"]) as w:
         wait_workers(srv, "boom")
         res = run([perl, str(client), str(srv.port), "boom"])
         # The client asked for exceptions (OPTION_REQ), so it gets WORK_EXCEPTION, which

@@ -18,6 +18,7 @@ from tests.interop.peers import (
     require_php_gearman,
     run,
     status,
+    wait_status,
     wait_workers,
 )
 
@@ -132,7 +133,7 @@ def test_php_client_and_worker(make_any_server: ServerFactory, scripts: tuple[Pa
         "worker done",
     ]
     # the background jobs wait (the duplicate unique coalesced): high, normal, low
-    assert status(srv)["whoami"] == (3, 0, 0)
+    wait_status(srv, "whoami", (3, 0, 0))
     with background([php, str(worker), str(srv.port), "3"]) as w2:
         rc, out, _err = finish(w2)
     assert rc == 0
@@ -142,7 +143,7 @@ def test_php_client_and_worker(make_any_server: ServerFactory, scripts: tuple[Pa
         "job u-bgl bgl",
         "worker done",
     ]
-    assert status(srv)["whoami"] == (0, 0, 0)
+    wait_status(srv, "whoami", (0, 0, 0))
 
 
 def test_php_ping_and_timeout(make_any_server: ServerFactory) -> None:
