@@ -74,12 +74,16 @@ def http_raw(
     if method in ("POST", "PUT"):
         lines.append(f"Content-Length: {len(body)}")
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-    with socket.create_connection((host, port), timeout=timeout) as plain:
-        sock: socket.socket | ssl.SSLSocket = plain
+    plain = socket.create_connection((host, port), timeout=timeout)
+    sock: socket.socket | ssl.SSLSocket = plain
+    try:
         if context is not None:
             sock = context.wrap_socket(plain, server_hostname="localhost")
         sock.sendall(raw)
         return _read_reply(sock, timeout)
+    finally:
+        sock.close()
+        plain.close()
 
 
 class RawWorker:
