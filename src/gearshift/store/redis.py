@@ -133,9 +133,9 @@ class RedisStore(GroupCommitStore[RedisRow]):
         for row in rows:
             args.extend(row)
         first = int(await self._script(keys=[], args=args))
-        # Keys are the id as text (what ZREM and the hash name want); gearmand's keys
-        # are kept as b"#<key>".
-        return [str(first + i) for i in range(len(rows))]
+        # Keys are the ids as ints (small: the server keeps one per queued job);
+        # gearmand's keys are kept as b"#<key>".
+        return list(range(first, first + len(rows)))
 
     async def _replay(self) -> AsyncIterator[StoredJob]:
         client = self._client
@@ -161,7 +161,7 @@ class RedisStore(GroupCommitStore[RedisRow]):
                     data=as_bytes(fields.get(b"data")),
                     priority=as_priority(fields.get(b"priority", b"1")),
                     when=as_when(fields.get(b"when", b"0")),
-                    key=job_id.decode(),
+                    key=int(job_id),
                 )
 
     async def _replay_legacy(self, client: Any) -> AsyncIterator[StoredJob]:
