@@ -19,7 +19,15 @@ class RecordingStore(Store):
     name = "recording"
     persistent = True
 
-    def __init__(self, preload: list[StoredJob] | None = None, fail: str | None = None) -> None:
+    def __init__(
+        self,
+        preload: list[StoredJob] | None = None,
+        fail: str | None = None,
+        fail_unique: bytes | None = None,
+    ) -> None:
+        self.fail_unique = fail_unique
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.rows: dict[int, StoredJob] = {}
         self.calls: list[str] = []
         self.preload = preload or []
@@ -33,10 +41,17 @@ class RecordingStore(Store):
 
     async def add(self, job: StoredJob) -> None:
         self.calls.append(f"add {job.function.decode()} {job.unique.decode()}")
-        if self.gate is not None:
-            await self.gate.wait()
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+        finally:
+            self.in_flight -= 1
         if self.fail is not None:
             raise StoreError(self.fail)
+        if job.unique == self.fail_unique:
+            raise StoreError("refused " + job.unique.decode())
         self._next += 1
         job.key = self._next
         self.rows[self._next] = job
@@ -167,3 +182,38 @@ async def test_store_replay_before_listen_keeps_fields() -> None:
         for conn in (c, w):
             await conn.close()
     assert store.closed
+
+
+async def test_store_adds_pipelined_replies_in_submit_order() -> None:
+    store = RecordingStore(fail_unique=b"u2")
+    store.gate = asyncio.Event()
+    async with serve(store=store) as srv:
+        c = await Raw.connect(srv.address)
+        for u in (b"u0", b"u1", b"u2", b"u3"):
+            c.send(T.SUBMIT_JOB_BG, b"f", u, b"x")
+        c.send(T.SUBMIT_JOB_BG, b"f", b"u1", b"dup")  # coalesces onto a pending job
+        c.send(T.SUBMIT_JOB_BG, b"f", b"u" * 65, b"x")  # refused at once, but in order
+        c.send(T.ECHO_REQ, b"after")  # waits behind all of them
+        c.send(T.SUBMIT_JOB_BG, b"f", b"u4", b"x")  # after the echo: waits in the backlog
+        await wait_for(lambda: store.in_flight == 4)
+        await c.nothing(0.2)
+        store.gate.set()
+        h0 = await c.expect(T.JOB_CREATED)
+        h1 = await c.expect(T.JOB_CREATED)
+        assert await c.expect(T.ERROR) == (b"QUEUE_ERROR", b"refused u2")
+        h3 = await c.expect(T.JOB_CREATED)
+        assert await c.expect(T.JOB_CREATED) == h1
+        assert await c.expect(T.ERROR) == (b"ARGUMENT_TOO_LARGE", b"Unique value too large")
+        assert await c.expect(T.ECHO_RES) == (b"after",)
+        h4 = await c.expect(T.JOB_CREATED)
+        assert len({h0, h1, h3, h4}) == 4
+        assert store.max_in_flight == 4
+        # queue order is submit order
+        w = await worker(srv.address, b"f")
+        got = []
+        for _ in range(4):
+            w.send(T.GRAB_JOB_UNIQ)
+            got.append((await w.expect(T.JOB_ASSIGN_UNIQ))[2])
+        assert got == [b"u0", b"u1", b"u3", b"u4"]
+        for conn in (c, w):
+            await conn.close()

@@ -4,9 +4,12 @@ A connection is also the scheduler's ``Peer`` (one object per peer, no lookups).
 Everything a ``data_received`` call produces, for this peer and for the peers it
 touches (fan-out, NOOPs), is written once at the end of the batch.
 
-Background submits that must reach a persistent store first pause the processing of
-this connection's later packets (they wait in ``backlog``) until the store answers,
-so replies stay in order; other connections are not held up.
+Background submits that must reach a persistent store first are pipelined: each one
+starts its ``store.add`` at once (so a group-committing store can batch many of them),
+and its JOB_CREATED (or ERROR) waits in the connection's ``fifo`` until every earlier
+reply has been released, so replies leave in submit order.  Any other packet that
+arrives while adds are pending waits in ``backlog`` until the fifo drains.  Other
+connections are never held up.
 """
 
 from __future__ import annotations
@@ -43,6 +46,21 @@ _BG_SUBMITS: Final[dict[int, tuple[int, bool, bool]]] = {
     _T.SUBMIT_REDUCE_JOB_BACKGROUND: (NORMAL, False, True),
 }
 _unpack_header = Struct(">4sII").unpack_from
+
+
+class _PendingAdd:
+    """A background job waiting for ``store.add``; its reply waits in the fifo."""
+
+    __slots__ = ("job", "stored", "done", "error")
+
+    def __init__(self, job: Job, stored: StoredJob) -> None:
+        self.job = job
+        self.stored = stored
+        self.done = False
+        #: The ERROR packet to answer instead of JOB_CREATED.
+        self.error: bytes | None = None
+
+
 #: Events queued behind a pending store write before reading is paused.
 _BACKLOG_HIGH_WATER: Final = 1024
 
@@ -62,6 +80,7 @@ class Connection(Peer, asyncio.Protocol):
         "sched",
         "transport",
         "backlog",
+        "fifo",
         "blocked",
         "paused_for_write",
         "paused_for_backlog",
@@ -85,6 +104,8 @@ class Connection(Peer, asyncio.Protocol):
         self.persistent = server.persistent
         self.track_idle = server.config.idle_timeout is not None
         self.backlog: deque[Event] = deque()
+        #: Replies in submit order: pending store adds and answers queued behind them.
+        self.fifo: deque[_PendingAdd | bytes] = deque()
         self.blocked = False
         self.paused_for_write = False
         self.paused_for_backlog = False
@@ -158,7 +179,7 @@ class Connection(Peer, asyncio.Protocol):
     def flush(self) -> None:
         out = self.out
         transport = self.transport
-        if transport is None or self.closed:
+        if transport is None or self.closed or not out:
             out.clear()
             return
         transport.write(out[0] if len(out) == 1 else b"".join(out))
@@ -251,7 +272,7 @@ class Connection(Peer, asyncio.Protocol):
             pos = stop
             counts[ptype] += 1
             if self.blocked:
-                self.backlog.append(Packet(ptype, tuple(args), magic == REQ))
+                self._while_blocked(Packet(ptype, tuple(args), magic == REQ))
                 continue
             if magic != REQ:
                 sched.send(self, ERR_MAGIC)
@@ -266,18 +287,37 @@ class Connection(Peer, asyncio.Protocol):
                 break
             if self.closed:
                 break
-        if self.blocked and len(self.backlog) > _BACKLOG_HIGH_WATER:
+        if self.blocked and len(self.backlog) + len(self.fifo) > _BACKLOG_HIGH_WATER:
             if not self.paused_for_backlog:
                 self.paused_for_backlog = True
                 self._update_reading()
         if sched.dirty:
             sched.flush()
 
+    def _while_blocked(self, event: Event) -> None:
+        """An event that arrived while store adds are pending for this connection."""
+        if (
+            not self.backlog
+            and type(event) is Packet
+            and event.request
+            and event.type in _BG_SUBMITS
+        ):
+            # Another durable submit: start its add now, its reply waits its turn.
+            self._persist_submit(event.type, event.args)
+        else:
+            self.backlog.append(event)
+            self.blocked = True
+
     def _process(self, events: Sequence[Event]) -> None:
-        """Run events that waited in the backlog behind a store write."""
+        """Run events that waited in the backlog behind store writes."""
         sched = self.sched
         dispatch = sched.dispatch
-        for i, event in enumerate(events):
+        for event in events:
+            if self.closed:
+                return
+            if self.blocked:
+                self._while_blocked(event)
+                continue
             if type(event) is Packet:
                 ptype, args, request = event
                 if not request:
@@ -285,17 +325,13 @@ class Connection(Peer, asyncio.Protocol):
                     continue
                 try:
                     if self.persistent and ptype in _BG_SUBMITS:
-                        if self._persist_submit(ptype, args):
-                            self.backlog.extend(events[i + 1 :])
-                            return
-                        continue
-                    dispatch[ptype](self, args)
+                        self._persist_submit(ptype, args)
+                    else:
+                        dispatch[ptype](self, args)
                 except DropPeer as exc:
                     self.close(str(exc))
                     return
             elif not self._admin(cast(AdminLine, event)):
-                return
-            if self.closed:
                 return
 
     def _admin(self, line: bytes) -> bool:
@@ -310,44 +346,69 @@ class Connection(Peer, asyncio.Protocol):
 
     # ------------------------------------------------------------------ store
 
-    def _persist_submit(self, ptype: int, args: Args) -> bool:
-        """Start a durable background submit; True if this connection must wait."""
+    def _persist_submit(self, ptype: int, args: Args) -> None:
+        """A durable background submit: start ``store.add``; its reply joins the fifo."""
         priority, epoch, reduce = _BG_SUBMITS[ptype]
         sched = self.sched
+        out = self.out
+        before = len(out)
         if reduce:
             if len(args[2]) > 64:
                 sched.dispatch[ptype](self, args)
-                return False
-            job = sched.submit(self, args[0], args[1], args[4], priority, True, defer=True)
+                job = None
+            else:
+                job = sched.submit(self, args[0], args[1], args[4], priority, True, defer=True)
         elif epoch:
             job = sched.submit(
                 self, args[0], args[1], args[3], priority, True, when=atoi(args[2]), defer=True
             )
         else:
             job = sched.submit(self, args[0], args[1], args[2], priority, True, defer=True)
+        fifo = self.fifo
         if job is None:
-            return False
+            # Answered at once (coalesced, refused); behind pending adds it must wait.
+            if fifo and len(out) > before:
+                fifo.append(b"".join(out[before:]))
+                del out[before:]
+            return
+        entry = _PendingAdd(job, sched.stored_record(job))
+        fifo.append(entry)
         self.blocked = True
-        stored = sched.stored_record(job)
-        task = self.server.loop.create_task(self._store_add(job, stored))
-        self.server.track(task)
-        return True
+        self.server.track(self.server.loop.create_task(self._store_add(entry)))
 
-    async def _store_add(self, job: Job, stored: StoredJob) -> None:
-        sched = self.sched
+    async def _store_add(self, entry: _PendingAdd) -> None:
+        job = entry.job
         try:
-            await self.server.store.add(stored)
+            await self.server.store.add(entry.stored)
         except StoreError as exc:
             logger.error("store add failed for %s: %s", job.handle.decode(errors="replace"), exc)
-            sched.abort(job, self, _error(b"QUEUE_ERROR", str(exc).encode() or b"QUEUE_ERROR"))
+            entry.error = _error(b"QUEUE_ERROR", str(exc).encode() or b"QUEUE_ERROR")
         except Exception as exc:
             logger.exception("store add crashed for %s", job.handle.decode(errors="replace"))
-            sched.abort(job, self, _error(b"QUEUE_ERROR", type(exc).__name__.encode()))
-        else:
-            sched.activate(job, self, stored)
-        self.blocked = False
-        if not self.closed:
+            entry.error = _error(b"QUEUE_ERROR", type(exc).__name__.encode())
+        entry.done = True
+        self._release()
+
+    def _release(self) -> None:
+        """Send the replies at the head of the fifo whose adds are done, in order."""
+        sched = self.sched
+        fifo = self.fifo
+        while fifo:
+            head = fifo[0]
+            if isinstance(head, bytes):
+                fifo.popleft()
+                sched.send(self, head)
+                continue
+            if not head.done:
+                break
+            fifo.popleft()
+            if head.error is None:
+                sched.activate(head.job, self, head.stored)
+            else:
+                sched.abort(head.job, self, head.error)
+        if not fifo:
             backlog = self.backlog
+            self.blocked = False
             while backlog and not self.blocked and not self.closed:
                 batch = list(backlog)
                 backlog.clear()
