@@ -335,6 +335,26 @@ async def test_json_codec_end_to_end(server: ServerProcess) -> None:
             "message": "'missing'",
         }
 
+    async def mixed(job: WorkerJob[bytes]) -> bytes:
+        job.send_data(b"plain text, not JSON")
+        return b'{"ok": 1}'
+
+    async def garbage(job: WorkerJob[bytes]) -> bytes:
+        return b"{not json"
+
+    async with (
+        running(make_worker(server.address, {"mixed": mixed, "garbage": garbage})),
+        AsyncClient(server.address, codec="json") as client,
+    ):
+        # An update the codec cannot read is kept as bytes; the connection carries on.
+        job = await client.submit_job("mixed")
+        assert await job.result(timeout=20) == {"ok": 1}
+        assert job.data_chunks == [b"plain text, not JSON"]
+        # A result the codec cannot read fails that job alone.
+        with pytest.raises(ValueError):
+            await client.submit("garbage", timeout=20)
+        assert await client.submit("mixed", timeout=20) == {"ok": 1}
+
 
 def test_blocking_client(server: ServerProcess) -> None:
     from gearshift import Worker

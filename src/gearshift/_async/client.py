@@ -228,7 +228,11 @@ class AsyncJob(Generic[T]):
                 if self._on_status is not None:
                     self._callback(self._on_status, packet.numerator, packet.denominator)
             else:
-                value = self._codec.decode(packet.data)
+                try:
+                    value = self._codec.decode(packet.data)
+                except Exception:  # e.g. plain text from a non-JSON worker: keep the bytes
+                    logger.info("job %s: update not decodable by the codec; kept raw", self.handle)
+                    value = packet.data  # type: ignore[assignment]
                 if ptype == PacketType.WORK_DATA:
                     self.data_chunks.append(value)
                     self._push(WorkData(value))
@@ -380,7 +384,10 @@ class _Connection:
                 if not data:
                     break
                 for event in self.proto.receive_data(data):
-                    self._dispatch(event)
+                    try:
+                        self._dispatch(event)
+                    except Exception:  # one bad event must not take the connection down
+                        logger.exception("error handling %r from %s", event, self.address)
         except (OSError, RemoteProtocolError) as exc:
             logger.warning("connection to %s failed: %s", self.address, exc)
             error = exc
@@ -713,7 +720,7 @@ class AsyncClient(Generic[T]):
     async def submit_job(
         self,
         function: str | bytes,
-        data: Any = b"",
+        data: Any = None,
         *,
         unique: str | bytes | None = None,
         priority: Priority = Priority.NORMAL,
@@ -755,7 +762,7 @@ class AsyncClient(Generic[T]):
     async def submit(
         self,
         function: str | bytes,
-        data: Any = b"",
+        data: Any = None,
         *,
         unique: str | bytes | None = None,
         priority: Priority = Priority.NORMAL,
@@ -793,7 +800,7 @@ class AsyncClient(Generic[T]):
     async def submit_background(
         self,
         function: str | bytes,
-        data: Any = b"",
+        data: Any = None,
         *,
         unique: str | bytes | None = None,
         priority: Priority = Priority.NORMAL,
@@ -920,33 +927,35 @@ class AsyncClient(Generic[T]):
     # -- PHP-style names ------------------------------------------------------------------
 
     async def do_normal(
-        self, function: str | bytes, data: Any = b"", unique: str | None = None
+        self, function: str | bytes, data: Any = None, unique: str | None = None
     ) -> T:
         """PHP ``doNormal``: ``submit`` at normal priority."""
         return await self.submit(function, data, unique=unique)
 
-    async def do_high(self, function: str | bytes, data: Any = b"", unique: str | None = None) -> T:
+    async def do_high(
+        self, function: str | bytes, data: Any = None, unique: str | None = None
+    ) -> T:
         """PHP ``doHigh``: ``submit`` at high priority."""
         return await self.submit(function, data, unique=unique, priority=Priority.HIGH)
 
-    async def do_low(self, function: str | bytes, data: Any = b"", unique: str | None = None) -> T:
+    async def do_low(self, function: str | bytes, data: Any = None, unique: str | None = None) -> T:
         """PHP ``doLow``: ``submit`` at low priority."""
         return await self.submit(function, data, unique=unique, priority=Priority.LOW)
 
     async def do_background(
-        self, function: str | bytes, data: Any = b"", unique: str | None = None
+        self, function: str | bytes, data: Any = None, unique: str | None = None
     ) -> JobHandle:
         """PHP ``doBackground``."""
         return await self.submit_background(function, data, unique=unique)
 
     async def do_high_background(
-        self, function: str | bytes, data: Any = b"", unique: str | None = None
+        self, function: str | bytes, data: Any = None, unique: str | None = None
     ) -> JobHandle:
         """PHP ``doHighBackground``."""
         return await self.submit_background(function, data, unique=unique, priority=Priority.HIGH)
 
     async def do_low_background(
-        self, function: str | bytes, data: Any = b"", unique: str | None = None
+        self, function: str | bytes, data: Any = None, unique: str | None = None
     ) -> JobHandle:
         """PHP ``doLowBackground``."""
         return await self.submit_background(function, data, unique=unique, priority=Priority.LOW)

@@ -234,7 +234,10 @@ class _Connection:
                 if not data:
                     break
                 for event in proto.receive_data(data):
-                    self._dispatch(event)
+                    try:
+                        self._dispatch(event)
+                    except Exception:  # one bad event must not take the connection down
+                        logger.exception("error handling %r from %s", event, self.address)
         except (OSError, RemoteProtocolError) as exc:
             logger.warning("connection to %s failed: %s", self.address, exc)
         except asyncio.CancelledError:
@@ -512,11 +515,12 @@ class AsyncWorker:
                 self._grabs_in_flight += 1
                 try:
                     if self._grabbing.is_set():
+                        proto = conn.proto
                         assigned = await conn.grab()
                         if assigned is None:
                             conn.sleep()
                         else:
-                            self._start_job(conn, assigned)
+                            self._start_job(conn, proto, assigned)
                 finally:
                     self._grabs_in_flight -= 1
                     if assigned is None:
@@ -526,19 +530,23 @@ class AsyncWorker:
         except ConnectionLost:
             return
 
-    def _start_job(self, conn: _Connection, assigned: JobAssigned) -> None:
-        task = asyncio.get_running_loop().create_task(self._run_job(conn, assigned))
+    def _start_job(
+        self, conn: _Connection, proto: WorkerProtocol | None, assigned: JobAssigned
+    ) -> None:
+        # ``proto`` is the connection generation the job came from: its results must not
+        # reach a later connection after a reconnect.
+        task = asyncio.get_running_loop().create_task(self._run_job(conn, proto, assigned))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     # -- running jobs ---------------------------------------------------------------------
 
     async def _run_job(
-        self, conn: _Connection, assigned: JobAssigned, release: bool = True
+        self, conn: _Connection, proto: WorkerProtocol | None, assigned: JobAssigned
     ) -> None:
         try:
-            assert conn.proto is not None
-            job: WorkerJob[Any] = WorkerJob(conn, conn.proto, assigned, self.codec)
+            assert proto is not None
+            job: WorkerJob[Any] = WorkerJob(conn, proto, assigned, self.codec)
             fn = self._functions.get(assigned.function)
             if fn is None:
                 logger.warning(
@@ -569,8 +577,7 @@ class AsyncWorker:
                         job._complete(payload)
             self.jobs_done += 1
         finally:
-            if release:
-                self._slots.release()
+            self._slots.release()
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._executor is None:
@@ -670,13 +677,14 @@ class AsyncWorker:
                         for conn in self._conns:
                             if not conn.alive:
                                 continue
+                            proto = conn.proto
                             try:
                                 assigned = await conn.grab()
                             except ConnectionLost:
                                 continue
                             if assigned is not None:
                                 await self._slots.acquire()
-                                await self._run_job(conn, assigned)
+                                await self._run_job(conn, proto, assigned)
                                 return True
                         for conn in self._conns:
                             if conn.alive:

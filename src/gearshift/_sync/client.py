@@ -213,7 +213,7 @@ class Client(Generic[T]):
     def submit(
         self,
         function: str | bytes,
-        data: Any = b"",
+        data: Any = None,
         *,
         unique: str | bytes | None = None,
         priority: Priority = Priority.NORMAL,
@@ -227,7 +227,7 @@ class Client(Generic[T]):
     def submit_job(
         self,
         function: str | bytes,
-        data: Any = b"",
+        data: Any = None,
         *,
         unique: str | bytes | None = None,
         priority: Priority = Priority.NORMAL,
@@ -251,7 +251,7 @@ class Client(Generic[T]):
     def submit_background(
         self,
         function: str | bytes,
-        data: Any = b"",
+        data: Any = None,
         *,
         unique: str | bytes | None = None,
         priority: Priority = Priority.NORMAL,
@@ -290,32 +290,32 @@ class Client(Generic[T]):
         self._portal.call(self._async.set_option, name)
 
     # PHP-style names.
-    def do_normal(self, function: str | bytes, data: Any = b"", unique: str | None = None) -> T:
+    def do_normal(self, function: str | bytes, data: Any = None, unique: str | None = None) -> T:
         """PHP ``doNormal``."""
         return self._portal.call(self._async.do_normal, function, data, unique)
 
-    def do_high(self, function: str | bytes, data: Any = b"", unique: str | None = None) -> T:
+    def do_high(self, function: str | bytes, data: Any = None, unique: str | None = None) -> T:
         """PHP ``doHigh``."""
         return self._portal.call(self._async.do_high, function, data, unique)
 
-    def do_low(self, function: str | bytes, data: Any = b"", unique: str | None = None) -> T:
+    def do_low(self, function: str | bytes, data: Any = None, unique: str | None = None) -> T:
         """PHP ``doLow``."""
         return self._portal.call(self._async.do_low, function, data, unique)
 
     def do_background(
-        self, function: str | bytes, data: Any = b"", unique: str | None = None
+        self, function: str | bytes, data: Any = None, unique: str | None = None
     ) -> JobHandle:
         """PHP ``doBackground``."""
         return self._portal.call(self._async.do_background, function, data, unique)
 
     def do_high_background(
-        self, function: str | bytes, data: Any = b"", unique: str | None = None
+        self, function: str | bytes, data: Any = None, unique: str | None = None
     ) -> JobHandle:
         """PHP ``doHighBackground``."""
         return self._portal.call(self._async.do_high_background, function, data, unique)
 
     def do_low_background(
-        self, function: str | bytes, data: Any = b"", unique: str | None = None
+        self, function: str | bytes, data: Any = None, unique: str | None = None
     ) -> JobHandle:
         """PHP ``doLowBackground``."""
         return self._portal.call(self._async.do_low_background, function, data, unique)
