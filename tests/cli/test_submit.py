@@ -125,10 +125,14 @@ def test_data_warning_status_complete(server: ServerProcess, scripted) -> None:
 
 def test_exception_payload_goes_to_stderr(server: ServerProcess, scripted) -> None:
     scripted(server.port, "raises", lambda data: [(T.WORK_EXCEPTION, (b"it broke",))])
-    r = call("submit", "-p", str(server.port), "-f", "raises", "x")
-    assert r.returncode == 1
-    assert b"it broke" in r.stderr or r.stderr == b"Job failed\n"
-    assert r.stdout == b""
+    # gearshift asks for exceptions and prints the payload raw, as gearman's exception
+    # callback would.  (gearman itself does not ask; the server then sends it a WORK_FAIL
+    # whose body ends in a NUL, on which libgearman 1.1.20 sometimes hangs, so it is not
+    # run here.)
+    ours = call("submit", "-p", str(server.port), "-f", "raises", "x")
+    assert (ours.stdout, ours.stderr, ours.returncode) == (b"", b"it broke", 1)
+    ours = call("submit", "-p", str(server.port), "-P", "-f", "raises", "x")
+    assert ours.stderr == b"raises: it broke"
 
 
 def test_background_priorities_and_unique(server: ServerProcess) -> None:
