@@ -61,7 +61,7 @@ async def test_connection_cut_then_recovery(
         late = StoredJob(b"f", b"", b"after")
         await add_until_accepted(store, late, within=30)
         assert not store.is_down
-        assert any("is back" in r.getMessage() for r in caplog.records)
+        assert any("recovered after" in r.getMessage() for r in caplog.records)
         await store.close()
     finally:
         await proxy.close()

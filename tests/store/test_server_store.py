@@ -106,7 +106,7 @@ async def test_database_cut_gives_queue_error_then_recovers(network_backend: Bac
             assert time.monotonic() < deadline, "store did not recover"
             await asyncio.sleep(0.2)
         log = srv.log_text()
-        assert "failed" in log and "is back" in log
+        assert "failed" in log and "recovered after" in log
     finally:
         await asyncio.to_thread(srv.close)
         await proxy.close()

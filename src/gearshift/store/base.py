@@ -330,8 +330,10 @@ class GroupCommitStore(Store, Generic[RowT]):
                 delay = min(delay * 2, self.max_backoff)
                 continue
             break
-        logger.warning(
-            "queue store %s is back after %d attempts (was: %s)",
+        # Logged at the failure's level, so that at gearmand's default verbosity
+        # (ERROR) an operator who saw "failed" also sees the recovery.
+        logger.error(
+            "queue store %s recovered after %d attempts (was: %s)",
             self.describe(),
             attempts,
             self._down,
