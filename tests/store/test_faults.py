@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from gearshift.errors import StoreError
-from gearshift.store import GroupCommitStore, StoredJob
+from gearshift.store import GroupCommitStore, Store, StoredJob
+from gearshift.store.sqlite import SqliteStore
 from tests.store.conftest import Backend, make_backend
 from tests.store.proxy import TcpProxy
 
 
-async def add_until_accepted(store: GroupCommitStore[object], job: StoredJob, within: float) -> int:
+async def add_until_accepted(store: Store, job: StoredJob, within: float) -> int:
     """Retry ``add`` until the store is back; return how many attempts were refused."""
     refused = 0
     deadline = time.monotonic() + within
@@ -165,3 +166,27 @@ async def test_cut_during_replay_is_a_store_error(network_backend: Backend) -> N
         assert 0 < seen < 2500
     finally:
         await proxy.close()
+
+
+async def test_sqlite_disk_full_then_recovers(sqlite_backend: Backend) -> None:
+    # SQLITE_FULL, the error a full disk gives, provoked by capping the file's pages on
+    # the store's own connection; the recovery opens a new connection without the cap.
+    opened = await sqlite_backend.open()
+    assert isinstance(opened, SqliteStore)
+    store = opened
+    store.min_backoff = store.max_backoff = 0.05
+    await store.add(StoredJob(b"f", b"", b"small"))
+
+    def cap() -> None:
+        db = store._db
+        assert db is not None
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count={pages}")
+
+    await store._call(cap)
+    with pytest.raises(StoreError, match="full"):
+        await store.add(StoredJob(b"f", b"", b"x" * 200_000))
+    await add_until_accepted(store, StoredJob(b"f", b"", b"after"), within=10)
+    await store.close()
+    reopened = await sqlite_backend.open()
+    assert [j.data async for j in reopened.replay()] == [b"small", b"after"]
