@@ -67,7 +67,9 @@ def show_jobs(conn: str = "a") -> Admin:
     return Admin(conn, admin("show jobs"))
 
 
-def conv(name: str, *parts: Step | Iterable[Step], args: tuple[str, ...] = (), doc: str = ""):
+def conv(
+    name: str, *parts: Step | Iterable[Step], args: tuple[str, ...] = (), doc: str = ""
+) -> Conversation:
     return Conversation(name=name, steps=steps(*parts), server_args=args, doc=doc)
 
 
@@ -1039,6 +1041,11 @@ ADMIN = [
             "cancel x",
             "cancel x y",
             "cancel job",
+            " status",
+            "status  ",
+            "show  jobs",
+            "show\tjobs",
+            "\tstatus",
         ),
     ),
     conv(
@@ -1071,9 +1078,19 @@ ADMIN = [
         can_do("w", b"busy"),
         Sync("w"),
         Admin("a", admin("drop function busy")),
+        Admin("a", admin("status")),
+    ),
+    conv(
+        "admin_drop_function_with_queued_jobs",
         submit("c", P.SUBMIT_JOB_BG, b"queued", b"", b"x"),
         Admin("a", admin("drop function queued")),
         Admin("a", admin("status")),
+        Admin("a", admin("show jobs")),
+        can_do("w", b"queued"),
+        grab("w"),
+        Admin("a", admin("status")),
+        doc="gearmand drops a function that still has queued jobs (they become unreachable);"
+        " gearshift refuses",
     ),
     conv(
         "admin_cancel_job",

@@ -198,7 +198,7 @@ def render_sent(data: bytes, norm: _Normaliser) -> list[str]:
                     (packet,) = Decoder(allow_admin=False).feed(data[pos : pos + 12 + size])
                 except RemoteProtocolError:
                     packet = None
-                if packet is not None:
+                if isinstance(packet, Packet):
                     tag = "" if magic == REQ else "RES:"
                     args = ", ".join(_show(_EPOCH.sub(b"<epoch>", norm(p))) for p in packet.args)
                     out.append(f"{tag}{_packet_name(ptype)}({args})")

@@ -224,6 +224,27 @@ DELIBERATE_DIFFERENCES: dict[str, Difference] = {
             "a <- ADMIN [b'bar\\t0\\t0\\t0\\n', b'.\\n']",
         ),
     ),
+    "admin_drop_function_with_queued_jobs": Difference(
+        reason="gearmand drops a function that still has queued jobs: the jobs stay in"
+        " `show jobs` but no worker can ever get them (GRAB_JOB -> NO_JOB); gearshift"
+        " refuses with gearmand's own 'still connected workers' error, losing nothing",
+        gearmand_shows="w <- NO_JOB()",
+        gearshift=(
+            "c -> SUBMIT_JOB_BG(b'queued', b'', b'x')",
+            "c <- JOB_CREATED(b'H:#1')",
+            "a -> ADMIN b'drop function queued\\r\\n'",
+            "a <- ADMIN [b'ERR there are still connected workers or executing clients\\r\\n']",
+            "a -> ADMIN b'status\\r\\n'",
+            "a <- ADMIN [b'queued\\t1\\t0\\t0\\n', b'.\\n']",
+            "a -> ADMIN b'show jobs\\r\\n'",
+            "a <- ADMIN [b'H:#1\\t0\\t0\\t1\\n', b'.\\n']",
+            "w -> CAN_DO(b'queued')",
+            "w -> GRAB_JOB()",
+            "w <- JOB_ASSIGN(b'H:#1', b'queued', b'x')",
+            "a -> ADMIN b'status\\r\\n'",
+            "a <- ADMIN [b'queued\\t1\\t1\\t1\\n', b'.\\n']",
+        ),
+    ),
     "admin_shutdown": Difference(
         reason="gearmand removed `shutdown` in 1.1.15 (PR #40); gearshift accepts it from"
         " loopback peers (issue 2) and stops: every connection closes, the port closes",
