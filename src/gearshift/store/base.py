@@ -113,8 +113,8 @@ class CommitStats:
 class GroupCommitStore(Store, Generic[RowT]):
     """Base class for stores whose writes go through group commit.
 
-    Subclasses implement ``_connect``, ``_disconnect``, ``_row`` and ``_commit``
-    (plus ``replay``); this class does the batching, the fault handling and the
+    Subclasses implement ``_connect``, ``_disconnect``, ``_row``, ``_commit`` and
+    ``_replay``; this class does the batching, the fault handling and the
     reconnecting.
     """
 
