@@ -10,6 +10,7 @@ Routes (GET unless named):
 ``/api/jobs``                      jobs (``?function=f&limit=n``)
 ``/api/jobs/{handle}``             one job; ``DELETE`` cancels it (authorised callers)
 ``/api/events``                    server-sent events: a dashboard frame per interval
+``/favicon.ico``                   204 (so that a browser does not submit a job)
 ``GET|POST|PUT /{function}``       gearmand's HTTP job submission (``gateway``)
 =================================  =====================================================
 
@@ -153,6 +154,10 @@ def build_app(server: GearmanServer) -> web.Application:
 
     async def submit(request: web.Request) -> web.StreamResponse:
         return await gateway.submit(request, server)
+
+    async def no_icon(request: web.Request) -> web.StreamResponse:
+        # Browsers ask for it unprompted; without this route it would submit a job.
+        return web.Response(status=204)
 
     async def empty_function(request: web.Request) -> web.StreamResponse:
         return web.Response(status=404, text="no function given\n")
