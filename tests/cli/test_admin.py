@@ -210,6 +210,8 @@ def test_maxqueue_limits_the_queue(server: ServerProcess) -> None:
     assert gearman("-p", port, "-b", "-f", "mq", "one").returncode == 0
     second = gearman("-p", port, "-b", "-f", "mq", "two")
     assert b"QUEUE_ERROR" in second.stderr
+    ours = call("submit", "-p", port, "-b", "-f", "mq", "three")
+    assert ours.returncode == 1 and b"queue" in ours.stderr.lower()
     wait_queued(server.port, "mq", 1)
     # High/normal/low form, then reset.
     assert call("admin", "-p", port, "--maxqueue", "mq", "5", "5", "5").stdout == b"OK\n"

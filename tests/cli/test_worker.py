@@ -182,3 +182,18 @@ def test_parse_args_stops_at_the_command() -> None:
     assert o.functions == ["a"] and o.count == 3 and o.per_line and o.strip_newline
     assert o.command == ["grep", "-v", "x"]
     assert parse_args(["-f", "a", "--", "-weird"]).command == ["-weird"]
+
+
+def test_count_mode_signals(server: ServerProcess, procs: Procs) -> None:
+    busy = start_worker(
+        server, procs, "-c", "5", "-f", "cbusy", "--", "sh", "-c", "sleep 1; cat", function="cbusy"
+    )
+    client = procs.gearman("-p", str(server.port), "-f", "cbusy", "kept")
+    wait_for(lambda: status_of(server.port)["cbusy"][1] == 1, 20, "job running")
+    busy.send_signal(signal.SIGTERM)
+    out, _ = client.communicate(timeout=30)
+    assert out == b"kept"  # the job in hand was finished
+    assert busy.wait(30) == 0
+    idle = start_worker(server, procs, "-c", "5", "-f", "cidle", function="cidle")
+    idle.send_signal(signal.SIGINT)
+    assert idle.wait(30) == 0

@@ -204,24 +204,33 @@ class CommandRunner:
 
 
 async def _work_counted(worker: AsyncWorker, runner: CommandRunner, count: int) -> None:
-    """Exactly ``count`` jobs, one at a time (gearman -c); a signal stops after the current one."""
+    """Exactly ``count`` jobs, one at a time (gearman -c).
+
+    SIGTERM or SIGINT stop after the job in hand; a second SIGINT abandons it (the
+    server requeues it when the connection closes).
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    interrupts = 0
+    once: asyncio.Task[bool] | None = None
+
+    def on_signal(signum: int) -> None:
+        nonlocal interrupts
+        interrupts += signum == signal.SIGINT
+        stop.set()
+        if once is not None and (interrupts >= 2 or not runner.active):
+            once.cancel()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         done = 0
         while done < count and not stop.is_set():
             once = asyncio.create_task(worker.work_once())
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait({once, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            if not once.done() and not runner.active:
-                # Idle when the signal came: stop waiting for a job.
-                once.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 if await once:
                     done += 1
+            once = None
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
