@@ -53,7 +53,7 @@ def submit_background(port: int, function: bytes, count: int) -> None:
 
 def test_dashboard_live_in_chromium(server: ServerThread) -> None:
     assert server.server is not None
-    url = "http://127.0.0.1:%d/" % server.server.http_addresses[0][1]
+    url = f"http://127.0.0.1:{server.server.http_addresses[0][1]}/"
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright_sync.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
