@@ -378,8 +378,13 @@ class Connection(Peer, asyncio.Protocol):
 
     async def _store_add(self, entry: _PendingAdd) -> None:
         job = entry.job
+        events = self.server.job_events
+        started = self.server.loop.time() if events is not None else 0.0
         try:
             await self.server.store.add(entry.stored)
+            if events is not None:
+                # gearman_store_commit_seconds (ops hook); group commit wait included.
+                events.stored(job.func.name, self.server.loop.time() - started)
         except StoreError as exc:
             logger.error("store add failed for %s: %s", job.handle.decode(errors="replace"), exc)
             entry.error = _error(b"QUEUE_ERROR", str(exc).encode() or b"QUEUE_ERROR")
