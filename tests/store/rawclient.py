@@ -122,3 +122,30 @@ async def admin_status(port: int) -> dict[bytes, tuple[int, int, int]]:
         return out
     finally:
         writer.close()
+
+
+async def grab_uniq(port: int, function: bytes, n: int) -> list[tuple[bytes, bytes]]:
+    """Grab up to ``n`` jobs with GRAB_JOB_UNIQ (completing each); return (unique, data)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    dec = Decoder()
+    got: list[tuple[bytes, bytes]] = []
+    try:
+        writer.write(encode_request(PacketType.CAN_DO, function))
+        while len(got) < n:
+            writer.write(encode_request(PacketType.GRAB_JOB_UNIQ))
+            pkt = None
+            while pkt is None:
+                chunk = await asyncio.wait_for(reader.read(65536), 30)
+                assert chunk
+                pkts = dec.feed(chunk)
+                pkt = pkts[0] if pkts else None
+            assert isinstance(pkt, Packet)
+            if pkt.type == PacketType.NO_JOB:
+                break
+            assert pkt.type == PacketType.JOB_ASSIGN_UNIQ
+            handle, _, unique, data = pkt.args
+            got.append((unique, data))
+            writer.write(encode_request(PacketType.WORK_COMPLETE, handle, b""))
+        return got
+    finally:
+        writer.close()

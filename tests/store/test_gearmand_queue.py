@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from gearshift.protocol.packets import PacketType, Priority
 from gearshift.store import StoredJob, open_store
 from tests.procs import ServerProcess, have_gearmand
 from tests.store.conftest import NETWORK_BACKENDS, Backend, make_backend
-from tests.store.rawclient import submit_bg_sync
+from tests.store.rawclient import grab_uniq, submit_bg_sync
 
 pytestmark = [
     pytest.mark.interop,
@@ -155,3 +156,27 @@ async def test_gearmand_database_queue_is_replayed(
     await store.open()
     backend.opened.append(store)
     assert [j.data async for j in store.replay()] == [b"empty 2", b"empty 3"]
+
+
+async def test_gearshift_server_takes_over_a_gearmand_sqlite_queue(
+    make_gearmand: Callable[..., ServerProcess],
+    make_gearshift: Callable[..., ServerProcess],
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "gearmand-queue.db"
+    args = ("-q", "libsqlite3", "--libsqlite3-db", str(db))
+    srv = make_gearmand(*args)
+    fill_gearmand(srv)
+    assert srv.stop() == 0
+
+    # Same command line, other server: the jobs are there and run in priority order.
+    gs = make_gearshift(*args)
+    got = await grab_uniq(gs.port, b"resize-img", 10)
+    assert got == [(b"img2", b"high payload"), (b"img1", b"normal payload")]
+    assert await grab_uniq(gs.port, b"mail", 10) == [(b"m1", b"low payload")]
+    assert await grab_uniq(gs.port, b"raw", 10) == [(b"", b"empty 1")]
+    assert await grab_uniq(gs.port, b"later", 10) == []  # its epoch has not come
+    assert gs.stop() == 0
+    with sqlite3.connect(db) as conn:
+        left = conn.execute("SELECT function_name, when_to_run FROM gearman_queue").fetchall()
+    assert left == [("later", EPOCH)]

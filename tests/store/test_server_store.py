@@ -15,6 +15,7 @@ from gearshift.protocol.packets import PacketType
 from tests.procs import Gearshift, free_port, wait_listening
 from tests.store.conftest import Backend
 from tests.store.proxy import TcpProxy
+from tests.store.rawclient import grab_uniq
 
 
 async def submit(port: int, ptype: int, function: bytes, data: bytes) -> Packet:
@@ -131,33 +132,6 @@ async def test_store_queue_on_shutdown_through_the_server(tmp_path: Path) -> Non
         assert rows == [(b"j0",), (b"j1",), (b"j2",)]
     finally:
         await asyncio.to_thread(srv.close)
-
-
-async def grab_uniq(port: int, function: bytes, n: int) -> list[tuple[bytes, bytes]]:
-    """Grab up to ``n`` jobs with GRAB_JOB_UNIQ (completing each); return (unique, data)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    dec = Decoder()
-    got: list[tuple[bytes, bytes]] = []
-    try:
-        writer.write(encode_request(PacketType.CAN_DO, function))
-        while len(got) < n:
-            writer.write(encode_request(PacketType.GRAB_JOB_UNIQ))
-            pkt = None
-            while pkt is None:
-                chunk = await asyncio.wait_for(reader.read(65536), 30)
-                assert chunk
-                pkts = dec.feed(chunk)
-                pkt = pkts[0] if pkts else None
-            assert isinstance(pkt, Packet)
-            if pkt.type == PacketType.NO_JOB:
-                break
-            assert pkt.type == PacketType.JOB_ASSIGN_UNIQ
-            handle, _, unique, data = pkt.args
-            got.append((unique, data))
-            writer.write(encode_request(PacketType.WORK_COMPLETE, handle, b""))
-        return got
-    finally:
-        writer.close()
 
 
 async def test_restart_keeps_priorities_uniques_and_epoch(backend: Backend) -> None:
