@@ -603,8 +603,6 @@ class Scheduler:
         heap = self._epoch_heap
         while heap and heap[0][0] <= now:
             job = heapq.heappop(heap)[2]
-            if not job.alive:
-                continue
             f = job.func
             f.delayed[job.priority] -= 1
             f.queues[job.priority].append(job)
