@@ -151,3 +151,14 @@ def test_list_command_refused_with_err_does_not_hang() -> None:
     ]
     # A function row that happens to start with "OK" is still a row of the list.
     assert reader.feed(b"OK 1\t0\t0\t0\n.\n") == [["OK 1\t0\t0\t0"]]
+
+
+def test_short_and_odd_rows() -> None:
+    assert expects_list("") is False
+    assert parse_priority_status(["f\t1\t2"]) == []
+    assert parse_show_jobs(["H:1\t0"]) == []
+    # No " : " separator and no trailing " :": everything after the colon is functions.
+    assert parse_workers(["12 127.0.0.1 id:f", "1 2 : f"]) == [
+        WorkerInfo(12, "127.0.0.1", "id", ("f",))
+    ]
+    assert check_token("name", "function") == "name"

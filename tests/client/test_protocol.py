@@ -337,3 +337,37 @@ def test_worker_connection_lost() -> None:
     assert w.connection_lost() == [b"H:x:1"]
     with pytest.raises(LocalProtocolError):
         w.grab()
+
+
+def test_status_reply_for_an_unasked_handle_answers_the_oldest() -> None:
+    proto = ClientProtocol()
+    proto.get_status(b"H:x:1", tag="a")
+    proto.get_status(b"H:x:2", tag="b")
+    # Replies out of order, one naming nothing we asked; numbers that are not numbers read 0.
+    events = proto.receive_data(
+        res(P.STATUS_RES, b"H:x:2", b"1", b"0", b"x", b"7")
+        + res(P.STATUS_RES, b"H:other", b"0", b"0", b"0", b"0")
+    )
+    assert events == [
+        StatusReply("b", JobStatus("H:x:2", None, True, False, 0, 7)),
+        StatusReply("a", JobStatus("H:other", None, False, False, 0, 0)),
+    ]
+    assert proto.idle
+    proto.connection_lost()
+    with pytest.raises(LocalProtocolError):
+        proto.set_client_id(b"late")
+
+
+def test_worker_refuses_bad_names_and_unexpected_packets() -> None:
+    w = WorkerProtocol()
+    with pytest.raises(LocalProtocolError):
+        w.can_do(b"a\0b")
+    with pytest.raises(RemoteProtocolError):
+        w.receive_data(b"\0REQ\0\0\0\x06\0\0\0\0")  # a request-magic NOOP
+    with pytest.raises(RemoteProtocolError):
+        WorkerProtocol().receive_data(res(P.ECHO_RES, b"unasked"))
+    w = WorkerProtocol()
+    w.option(b"exceptions", tag="o")
+    w.echo(b"e", tag="e")
+    # The echo reply skips the pending option request.
+    assert w.receive_data(res(P.ECHO_RES, b"e")) == [EchoReply("e", b"e")]

@@ -54,7 +54,7 @@ def test_codecs() -> None:
     b = BytesCodec()
     assert b.encode(b"x") == b"x" and b.encode("é") == "é".encode()
     assert b.encode(bytearray(b"y")) == b"y" and b.encode(memoryview(b"z")) == b"z"
-    assert b.encode(None) == b""
+    assert b.encode(None) == b"" and b.decode(b"raw") == b"raw"
     with pytest.raises(TypeError):
         b.encode(3)
     assert TextCodec().decode("é".encode()) == "é"

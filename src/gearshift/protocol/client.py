@@ -355,9 +355,8 @@ class ClientProtocol:
     # -- replies ---------------------------------------------------------------------
 
     def _answer(self, kind: RequestKind, key: bytes | None = None) -> _Pending:
+        # _take() keeps every queue's head unanswered, so queue[0] is the oldest waiting.
         queue = self._by_kind[kind]
-        while queue and queue[0].answered:
-            queue.popleft()
         if not queue:
             raise RemoteProtocolError(f"{kind.value} reply with no {kind.value} request pending")
         pending = queue[0]
@@ -428,8 +427,6 @@ class ClientProtocol:
             error = server_error(
                 args[0].decode("utf-8", "replace"), args[1].decode("utf-8", "replace")
             )
-            while self._order and self._order[0].answered:
-                self._order.popleft()
             if not self._order:
                 return ServerErrorReceived(error)
             oldest = self._order[0]
