@@ -11,6 +11,8 @@ from tests.procs import free_port
 class TcpProxy:
     """Forwards 127.0.0.1:``port`` to ``target_port``; ``cut()`` breaks it, ``restore()`` heals it.
 
+    ``freeze()`` / ``thaw()`` stop and resume forwarding without closing anything.
+
     While cut, the listener is closed (new connections are refused) and every open
     connection is reset, which is what a database restart or a pulled cable looks like
     to the store.
@@ -22,6 +24,8 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self.accepted = 0
 
     async def start(self) -> TcpProxy:
@@ -50,6 +54,7 @@ class TcpProxy:
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.CancelledError):
             while data := await reader.read(65536):
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         with contextlib.suppress(OSError):
@@ -76,6 +81,14 @@ class TcpProxy:
             self._server = await asyncio.start_server(
                 self._handle, "127.0.0.1", self.port, reuse_address=True
             )
+
+    def freeze(self) -> None:
+        """Keep every connection open but stop forwarding: a silent network partition."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        """Forward again (what was held back is delivered)."""
+        self._flowing.set()
 
     async def close(self) -> None:
         await self.cut()
