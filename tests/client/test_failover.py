@@ -146,3 +146,44 @@ def test_blocking_client_failover(make_gearmand: ServerFactory) -> None:
     with Client([f"127.0.0.1:{free_port()}", live.address], routing="failover") as client:
         handle = client.submit_background("f", b"")
         assert str(handle.server) == live.address
+
+
+async def test_connect_timeout_and_keepalive(make_gearmand: ServerFactory) -> None:
+    import socket
+    import time
+
+    # A listener whose accept queue is full: the kernel drops our SYN, connect hangs.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+    live = make_gearmand()
+    try:
+        async with AsyncClient(
+            [f"127.0.0.1:{port}", live.address], routing="failover", connect_timeout=0.5
+        ) as client:
+            started = time.monotonic()
+            handle = await client.submit_background("f", b"")
+            assert str(handle.server) == live.address
+            assert time.monotonic() - started < 5
+            conn = client._conns[client.servers[1]]
+            sock = conn.writer.get_extra_info("socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        async with AsyncClient(live.address, keepalive=False) as client:
+            await client.echo()
+            sock = client._conns[client.servers[0]].writer.get_extra_info("socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
