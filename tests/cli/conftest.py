@@ -50,17 +50,25 @@ def run(
     )
 
 
-def gs(*args: str, input: bytes = b"", timeout: float = 60.0, env: dict[str, str] | None = None):
+Result = subprocess.CompletedProcess[bytes]
+#: What a scripted worker sends for one job: (packet type, arguments after the handle).
+Reply = tuple[int, tuple[bytes, ...]]
+Script = Callable[[bytes], list[Reply]]
+
+
+def gs(
+    *args: str, input: bytes = b"", timeout: float = 60.0, env: dict[str, str] | None = None
+) -> Result:
     """``python -m gearshift ARGS``."""
     return run(gearshift_argv(*args), input=input, timeout=timeout, env=env)
 
 
-def gearman(*args: str, input: bytes = b"", timeout: float = 60.0):
+def gearman(*args: str, input: bytes = b"", timeout: float = 60.0) -> Result:
     assert GEARMAN is not None
     return run([GEARMAN, *args], input=input, timeout=timeout)
 
 
-def gearadmin(*args: str, timeout: float = 60.0):
+def gearadmin(*args: str, timeout: float = 60.0) -> Result:
     assert GEARADMIN is not None
     return run([GEARADMIN, *args], timeout=timeout)
 
@@ -174,7 +182,9 @@ def gearshift_server_available() -> bool:
 
 
 @pytest.fixture
-def server(make_any_server: Callable[..., ServerProcess], request: pytest.FixtureRequest):
+def server(
+    make_any_server: Callable[..., ServerProcess], request: pytest.FixtureRequest
+) -> ServerProcess:
     """A fresh server of each kind (C++ gearmand, then gearshift's own)."""
     kind = request.node.callspec.params.get("make_any_server")
     if kind == "gearshift" and not gearshift_server_available():
@@ -198,7 +208,7 @@ class ScriptedWorker:
     Independent of gearshift's worker library, so it can test the client side.
     """
 
-    def __init__(self, port: int, function: str, script: Callable[[bytes], list]) -> None:
+    def __init__(self, port: int, function: str, script: Script) -> None:
         import threading
 
         self.port = port
@@ -211,7 +221,7 @@ class ScriptedWorker:
         self._thread.start()
 
     def _run(self) -> None:
-        from gearshift.protocol.codec import Decoder, encode_request
+        from gearshift.protocol.codec import Decoder, Packet, encode_request
         from gearshift.protocol.packets import PacketType as T
 
         s = self._sock
@@ -223,6 +233,7 @@ class ScriptedWorker:
                 if not chunk:
                     return
                 for p in dec.feed(chunk):
+                    assert isinstance(p, Packet)
                     if p.type == T.NO_JOB:
                         s.sendall(encode_request(T.PRE_SLEEP))
                     elif p.type == T.NOOP:
@@ -251,7 +262,7 @@ class ScriptedWorker:
 def scripted() -> Iterator[Callable[..., ScriptedWorker]]:
     made: list[ScriptedWorker] = []
 
-    def make(port: int, function: str, script: Callable[[bytes], list]) -> ScriptedWorker:
+    def make(port: int, function: str, script: Script) -> ScriptedWorker:
         w = ScriptedWorker(port, function, script)
         made.append(w)
         wait_workers(port, function)
@@ -262,13 +273,13 @@ def scripted() -> Iterator[Callable[..., ScriptedWorker]]:
         w.close()
 
 
-def raw_submit(port: int, function: str, data: bytes, timeout: float = 60.0) -> list[tuple]:
+def raw_submit(port: int, function: str, data: bytes, timeout: float = 60.0) -> list[Reply]:
     """Submit one foreground job over a plain socket; return (type, args) up to its end."""
-    from gearshift.protocol.codec import Decoder, encode_request
+    from gearshift.protocol.codec import Decoder, Packet, encode_request
     from gearshift.protocol.packets import PacketType as T
 
     final = {T.WORK_COMPLETE, T.WORK_FAIL, T.WORK_EXCEPTION}
-    got: list[tuple] = []
+    got: list[Reply] = []
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.sendall(encode_request(T.SUBMIT_JOB, function.encode(), b"", data))
         dec = Decoder(allow_admin=False)
@@ -277,6 +288,7 @@ def raw_submit(port: int, function: str, data: bytes, timeout: float = 60.0) -> 
             if not chunk:
                 raise AssertionError(f"connection closed after {got}")
             for p in dec.feed(chunk):
+                assert isinstance(p, Packet)
                 if p.type == T.JOB_CREATED:
                     continue
                 got.append((T(p.type), p.args[1:]))

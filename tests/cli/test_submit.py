@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import pty
 import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from tests.cli.conftest import (
     Procs,
+    ScriptedWorker,
     admin_lines,
     call,
     gearman,
@@ -101,7 +104,9 @@ def test_failing_job(server: ServerProcess, procs: Procs) -> None:
     assert ours.stderr == b"fail: Job failed\n"
 
 
-def test_data_warning_status_complete(server: ServerProcess, scripted) -> None:
+def test_data_warning_status_complete(
+    server: ServerProcess, scripted: Callable[..., ScriptedWorker]
+) -> None:
     scripted(
         server.port,
         "chatty",
@@ -123,7 +128,9 @@ def test_data_warning_status_complete(server: ServerProcess, scripted) -> None:
     assert ours.stdout == b"chatty: part-chatty: 25% Complete\nchatty: ABC"
 
 
-def test_exception_payload_goes_to_stderr(server: ServerProcess, scripted) -> None:
+def test_exception_payload_goes_to_stderr(
+    server: ServerProcess, scripted: Callable[..., ScriptedWorker]
+) -> None:
     scripted(server.port, "raises", lambda data: [(T.WORK_EXCEPTION, (b"it broke",))])
     # gearshift asks for exceptions and prints the payload raw, as gearman's exception
     # callback would.  (gearman itself does not ask; the server then sends it a WORK_FAIL
@@ -225,7 +232,7 @@ def test_usage() -> None:
     assert call("submit", "-f", "x", "-t", "soon").returncode == 1
 
 
-def test_pidfile(server: ServerProcess, procs: Procs, tmp_path) -> None:
+def test_pidfile(server: ServerProcess, procs: Procs, tmp_path: Path) -> None:
     rev_worker(server, procs)
     pidfile = tmp_path / "submit.pid"
     r = call("submit", "-p", str(server.port), "-i", str(pidfile), "-f", "rev", "x")

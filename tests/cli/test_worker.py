@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 
 import pytest
 from tests.cli.conftest import (
@@ -26,7 +27,9 @@ from gearshift.protocol.packets import PacketType as T
 pytestmark = [pytest.mark.interop, needs_gearman]
 
 
-def start_worker(srv: ServerProcess, procs: Procs, *args: str, function: str) -> subprocess.Popen:
+def start_worker(
+    srv: ServerProcess, procs: Procs, *args: str, function: str
+) -> subprocess.Popen[bytes]:
     proc = procs.gearshift("worker", "-p", str(srv.port), *args)
     wait_workers(srv.port, function)
     return proc
@@ -150,7 +153,9 @@ def test_gearshift_submit_to_gearman_worker(server: ServerProcess, procs: Procs)
     assert (r.stdout, r.returncode) == (b"cba\nzyx\n", 0)
 
 
-def test_server_list(server: ServerProcess, make_any_server, procs: Procs) -> None:
+def test_server_list(
+    server: ServerProcess, make_any_server: Callable[..., ServerProcess], procs: Procs
+) -> None:
     other = make_any_server()
     hosts = f"127.0.0.1:{server.port},127.0.0.1:{other.port}"
     procs.gearshift("worker", "-h", hosts, "-f", "multi", "--", "rev")
