@@ -865,6 +865,27 @@ LIFECYCLE = [
         doc="1.1.20's timer outlives the completed job (#301): counters go wrong",
     ),
     conv(
+        "can_do_timeout_stale_timer",
+        Send("w", req(P.CAN_DO_TIMEOUT, b"ts", b"3000")),
+        submit("c", P.SUBMIT_JOB, b"ts", b"", b"first"),
+        grab("w"),
+        Send("w", req(P.WORK_COMPLETE, H[0], b"quick")),
+        Recv("c"),
+        submit("c", P.SUBMIT_JOB, b"ts", b"", b"second"),
+        grab("w"),
+        Sleep(1.0),
+        status(),
+        Send("w", req(P.WORK_COMPLETE, H[1], b"in time")),
+        Recv("c"),
+        Sync("w"),
+        Sleep(2.6),
+        status(),
+        show_jobs(),
+        doc="1.1.20 keeps one timer per connection, re-armed by each GRAB and not cancelled"
+        " when the job completes (#301): it fires 3 s after the second GRAB, long after that"
+        " job finished, and wraps the running count",
+    ),
+    conv(
         "can_do_timeout_non_numeric",
         Send("w", req(P.CAN_DO_TIMEOUT, b"tn", b"soon")),
         Sync("w"),

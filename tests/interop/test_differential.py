@@ -209,6 +209,35 @@ DELIBERATE_DIFFERENCES: dict[str, Difference] = {
             "w <- NO_JOB()",
         ),
     ),
+    "can_do_timeout_stale_timer": Difference(
+        reason="gearmand 1.1.20 keeps one CAN_DO_TIMEOUT timer per connection, armed by the"
+        " first job and not cancelled when it completes (#301/#448): it fires during the"
+        " next job and corrupts the running count (4294967295); gearshift has one timer per"
+        " assigned job, cancelled on completion",
+        gearmand_shows="a <- ADMIN [b'ts\\t0\\t4294967295\\t1\\n', b'.\\n']",
+        gearshift=(
+            "w -> CAN_DO_TIMEOUT(b'ts', b'3000')",
+            "c -> SUBMIT_JOB(b'ts', b'', b'first')",
+            "c <- JOB_CREATED(b'H:#1')",
+            "w -> GRAB_JOB()",
+            "w <- JOB_ASSIGN(b'H:#1', b'ts', b'first')",
+            "w -> WORK_COMPLETE(b'H:#1', b'quick')",
+            "c <- WORK_COMPLETE(b'H:#1', b'quick')",
+            "c -> SUBMIT_JOB(b'ts', b'', b'second')",
+            "c <- JOB_CREATED(b'H:#2')",
+            "w -> GRAB_JOB()",
+            "w <- JOB_ASSIGN(b'H:#2', b'ts', b'second')",
+            "a -> ADMIN b'status\\r\\n'",
+            "a <- ADMIN [b'ts\\t1\\t1\\t1\\n', b'.\\n']",
+            "w -> WORK_COMPLETE(b'H:#2', b'in time')",
+            "c <- WORK_COMPLETE(b'H:#2', b'in time')",
+            "w <- sync",
+            "a -> ADMIN b'status\\r\\n'",
+            "a <- ADMIN [b'ts\\t0\\t0\\t1\\n', b'.\\n']",
+            "a -> ADMIN b'show jobs\\r\\n'",
+            "a <- ADMIN [b'.\\n']",
+        ),
+    ),
     "admin_bare_lf_terminator": Difference(
         reason="gearmand 1.1.20 counts the '\\n' terminator in the last token's length, so"
         " 'create function bar\\n' creates 'ba'; gearshift strips the terminator first",
