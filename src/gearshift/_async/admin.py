@@ -24,6 +24,7 @@ from gearshift.protocol.adminreplies import (
     parse_status,
     parse_workers,
 )
+from gearshift.tls import TLSArg, client_context
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class AsyncAdminClient:
             and uses its first entry.
         connect_timeout: seconds allowed for connecting.
         timeout: seconds allowed for each reply; None waits forever.
+        tls: as for AsyncClient: None, True, a CA path, TLSFiles or an SSLContext.
     """
 
     def __init__(
@@ -46,8 +48,10 @@ class AsyncAdminClient:
         *,
         connect_timeout: float | None = 10.0,
         timeout: float | None = 30.0,
+        tls: TLSArg = None,
     ) -> None:
         self.server = parse_servers(server)[0]
+        self._tls = client_context(tls)
         self.connect_timeout = connect_timeout
         self.timeout = timeout
         self._reader: asyncio.StreamReader | None = None
@@ -94,7 +98,10 @@ class AsyncAdminClient:
         async with self._lock:
             if self._writer is None:
                 self._reader, self._writer = await open_connection(
-                    self.server, connect_timeout=self.connect_timeout, keepalive=False
+                    self.server,
+                    connect_timeout=self.connect_timeout,
+                    keepalive=False,
+                    tls=self._tls,
                 )
             reader, writer = self._reader, self._writer
             assert reader is not None

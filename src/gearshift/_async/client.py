@@ -60,6 +60,7 @@ from gearshift.protocol.client import (
     WorkUpdate,
 )
 from gearshift.protocol.packets import PacketType, Priority
+from gearshift.tls import TLSArg, client_context
 
 logger = logging.getLogger(__name__)
 
@@ -502,6 +503,8 @@ class AsyncClient(Generic[T]):
         keepalive: enable TCP keepalive on connections.
         exceptions: send OPTION_REQ ``exceptions`` so WORK_EXCEPTION reaches us.
         retry_interval: seconds a server that failed is tried only after the others.
+        tls: None (plaintext), True (system CAs), a CA file path, ``gearshift.tls.TLSFiles``
+            (CA plus client certificate) or an ``ssl.SSLContext``.
     """
 
     @overload
@@ -517,6 +520,7 @@ class AsyncClient(Generic[T]):
         keepalive: bool = True,
         exceptions: bool = True,
         retry_interval: float = 5.0,
+        tls: TLSArg = None,
     ) -> None: ...
 
     @overload
@@ -532,6 +536,7 @@ class AsyncClient(Generic[T]):
         keepalive: bool = True,
         exceptions: bool = True,
         retry_interval: float = 5.0,
+        tls: TLSArg = None,
     ) -> None: ...
 
     @overload
@@ -547,6 +552,7 @@ class AsyncClient(Generic[T]):
         keepalive: bool = True,
         exceptions: bool = True,
         retry_interval: float = 5.0,
+        tls: TLSArg = None,
     ) -> None: ...
 
     def __init__(
@@ -561,6 +567,7 @@ class AsyncClient(Generic[T]):
         keepalive: bool = True,
         exceptions: bool = True,
         retry_interval: float = 5.0,
+        tls: TLSArg = None,
     ) -> None:
         if routing not in ("hash", "round_robin", "failover"):
             raise ValueError("routing must be 'hash', 'round_robin' or 'failover'")
@@ -572,6 +579,7 @@ class AsyncClient(Generic[T]):
         self.routing = routing
         self.keepalive = keepalive
         self.retry_interval = retry_interval
+        self._tls = client_context(tls)
         self._options: list[bytes] = [b"exceptions"] if exceptions else []
         self._conns: dict[ServerAddress, _Connection] = {}
         self._locks: dict[ServerAddress, asyncio.Lock] = {}
@@ -643,7 +651,10 @@ class AsyncClient(Generic[T]):
                 return conn
             try:
                 reader, writer = await open_connection(
-                    address, connect_timeout=self.connect_timeout, keepalive=self.keepalive
+                    address,
+                    connect_timeout=self.connect_timeout,
+                    keepalive=self.keepalive,
+                    tls=self._tls,
                 )
             except (ConnectError, GearmanTimeout):
                 self._mark_down(address)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -92,21 +93,36 @@ def _set_keepalive(sock: socket.socket) -> None:
 
 
 async def open_connection(
-    address: ServerAddress, *, connect_timeout: float | None, keepalive: bool
+    address: ServerAddress,
+    *,
+    connect_timeout: float | None,
+    keepalive: bool,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Connect to ``address`` (resolving its name each time), with TCP_NODELAY.
 
+    With ``tls`` the whole connection is TLS (as gearmand's ``--ssl`` port is); the
+    handshake counts against ``connect_timeout`` and the server's certificate is checked
+    against the host name we dialled.
+
     Raises:
-        ConnectTimeout: connecting took longer than ``connect_timeout``.
-        ConnectError: the connection was refused or the name did not resolve.
+        ConnectTimeout: connecting (and the TLS handshake) took longer than ``connect_timeout``.
+        ConnectError: the connection was refused, the name did not resolve, or the TLS
+            handshake failed.
     """
     try:
         async with asyncio.timeout(connect_timeout):
             reader, writer = await asyncio.open_connection(
-                address.host, address.port, limit=READ_SIZE
+                address.host,
+                address.port,
+                limit=READ_SIZE,
+                ssl=tls,
+                server_hostname=address.host if tls is not None else None,
             )
     except TimeoutError as exc:
         raise ConnectTimeout(f"connecting to {address} timed out") from exc
+    except ssl.SSLError as exc:
+        raise ConnectError(f"TLS handshake with {address} failed: {exc}") from exc
     except OSError as exc:
         raise ConnectError(f"cannot connect to {address}: {exc}") from exc
     sock = writer.get_extra_info("socket")

@@ -64,6 +64,7 @@ from gearshift.protocol.worker import (
     WorkerErrorReceived,
     WorkerProtocol,
 )
+from gearshift.tls import TLSArg, client_context
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ class _Connection:
     async def connect(self) -> None:
         w = self.worker
         reader, writer = await open_connection(
-            self.address, connect_timeout=w.connect_timeout, keepalive=w.keepalive
+            self.address, connect_timeout=w.connect_timeout, keepalive=w.keepalive, tls=w._tls
         )
         proto = WorkerProtocol(grab=w.grab)
         burst = []
@@ -321,6 +322,7 @@ class AsyncWorker:
         connect_timeout: seconds allowed to connect to one server.
         keepalive: enable TCP keepalive.
         options: OPTION_REQ names sent on every connection.
+        tls: as for AsyncClient: None, True, a CA path, TLSFiles or an SSLContext.
     """
 
     def __init__(
@@ -336,6 +338,7 @@ class AsyncWorker:
         connect_timeout: float | None = 10.0,
         keepalive: bool = True,
         options: Iterable[str] = (),
+        tls: TLSArg = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -350,6 +353,7 @@ class AsyncWorker:
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
         self.options = list(options)
+        self._tls = client_context(tls)
         self._functions: dict[bytes, _Function] = {}
         self._conns: list[_Connection] = []
         self._supervisors: list[asyncio.Task[None]] = []

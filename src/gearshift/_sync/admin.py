@@ -8,6 +8,7 @@ from gearshift._async.admin import AsyncAdminClient
 from gearshift._async.net import ServerAddress
 from gearshift._sync.portal import Portal
 from gearshift.protocol.adminreplies import FunctionStatus, JobInfo, PriorityStatus, WorkerInfo
+from gearshift.tls import TLSArg
 
 
 class AdminClient:
@@ -17,6 +18,7 @@ class AdminClient:
         server: ``"host:port"``; None reads ``GEARMAN_SERVERS`` and uses its first entry.
         connect_timeout: seconds allowed for connecting.
         timeout: seconds allowed for each reply; None waits forever.
+        tls: as for AsyncClient: None, True, a CA path, TLSFiles or an SSLContext.
     """
 
     def __init__(
@@ -25,8 +27,11 @@ class AdminClient:
         *,
         connect_timeout: float | None = 10.0,
         timeout: float | None = 30.0,
+        tls: TLSArg = None,
     ) -> None:
-        self._async = AsyncAdminClient(server, connect_timeout=connect_timeout, timeout=timeout)
+        self._async = AsyncAdminClient(
+            server, connect_timeout=connect_timeout, timeout=timeout, tls=tls
+        )
         self.server = self._async.server
         self._portal = Portal("gearshift-admin")
 

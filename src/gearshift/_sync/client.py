@@ -18,6 +18,7 @@ from gearshift._sync.portal import Portal
 from gearshift.codecs import Codec
 from gearshift.protocol.client import JobStatus
 from gearshift.protocol.packets import Priority
+from gearshift.tls import TLSArg
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -133,6 +134,7 @@ class Client(Generic[T]):
         keepalive: bool = True,
         exceptions: bool = True,
         retry_interval: float = 5.0,
+        tls: TLSArg = None,
     ) -> None: ...
 
     @overload
@@ -148,6 +150,7 @@ class Client(Generic[T]):
         keepalive: bool = True,
         exceptions: bool = True,
         retry_interval: float = 5.0,
+        tls: TLSArg = None,
     ) -> None: ...
 
     @overload
@@ -163,6 +166,7 @@ class Client(Generic[T]):
         keepalive: bool = True,
         exceptions: bool = True,
         retry_interval: float = 5.0,
+        tls: TLSArg = None,
     ) -> None: ...
 
     def __init__(
@@ -177,6 +181,7 @@ class Client(Generic[T]):
         keepalive: bool = True,
         exceptions: bool = True,
         retry_interval: float = 5.0,
+        tls: TLSArg = None,
     ) -> None:
         self._portal = Portal("gearshift-client")
         self._async: AsyncClient[T] = self._portal.call(
@@ -190,6 +195,7 @@ class Client(Generic[T]):
             keepalive=keepalive,
             exceptions=exceptions,
             retry_interval=retry_interval,
+            tls=tls,
         )
         self.servers = self._async.servers
 

@@ -18,6 +18,7 @@ from gearshift._async.net import ServerAddress, ServersArg
 from gearshift._async.worker import AsyncWorker, Handler
 from gearshift._sync.portal import Portal
 from gearshift.codecs import Codec
+from gearshift.tls import TLSArg
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,6 +42,7 @@ class Worker:
         connect_timeout: float | None = 10.0,
         keepalive: bool = True,
         options: Iterable[str] = (),
+        tls: TLSArg = None,
     ) -> None:
         self._portal = Portal("gearshift-worker")
         self._async: AsyncWorker = self._portal.call(
@@ -55,6 +57,7 @@ class Worker:
             connect_timeout=connect_timeout,
             keepalive=keepalive,
             options=list(options),
+            tls=tls,
         )
         self.servers = self._async.servers
 
