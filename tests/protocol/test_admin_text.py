@@ -8,9 +8,12 @@ from gearshift.protocol import admin
 
 
 def test_split_command_whitespace_and_limit() -> None:
-    assert admin.split_command(b"  show   unique jobs ") == [b"show", b"unique", b"jobs"]
+    assert admin.split_command(b"show   unique jobs ") == [b"show", b"unique", b"jobs"]
     assert admin.split_command(b"") == []
-    assert admin.split_command(b" \t ") == []
+    assert admin.split_command(b" ") == [b""]  # a leading space: empty first token
+    assert admin.split_command(b" status") == [b"", b"status"]
+    assert admin.split_command(b"status\tx") == [b"status\tx"]  # TAB is not a separator
+    assert admin.split_command(b"status  ") == [b"status"]
     assert admin.split_command(b"a b c d e") == [b"a", b"b", b"c", b"d", b"e"]
     with pytest.raises(admin.TooManyTokens):
         admin.split_command(b"a b c d e f")

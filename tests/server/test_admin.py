@@ -139,6 +139,9 @@ async def test_checklist_26_version_verbose_getpid_and_errors(server: RunningSer
     assert await a.admin("getpid") == f"OK {os.getpid()}\n"
     assert await a.admin("bogus") == "ERR UNKNOWN_COMMAND Unknown+server+commandbogus\r\n"
     assert await a.admin("") == "ERR UNKNOWN_COMMAND Unknown+server+command\r\n"
+    assert await a.admin(" status") == "ERR UNKNOWN_COMMAND Unknown+server+command\r\n"
+    assert await a.admin("status\tx") == "ERR UNKNOWN_COMMAND Unknown+server+commandstatus\tx\r\n"
+    assert await a.admin("status  ") == ".\n"
     await a.close()
 
 

@@ -364,6 +364,7 @@ def test_checklist_20_client_disconnect_ignores_job() -> None:
     s.disconnect(c)
     assert s.handles[running].ignore  # still running; its results will be discarded
     assert s.handles[queued].ignore and s.handles[bg].ignore
+    assert not s.handles[bg].queued_flag  # "show jobs" QUEUED 0, as gearmand
     assert done == [record]  # the store row is removed (gearmand 1.1.20 leaks it)
     assert s.functions[b"f"].total == 3  # still counted until reaped
     assert grab(s, w) == (T.NO_JOB, ())  # both ignored queued jobs are dropped

@@ -1,6 +1,6 @@
 """The admin (text) protocol: tokenizing commands and gearmand's exact reply strings.
 
-gearmand splits a command line on runs of whitespace, accepts at most five tokens (a
+gearmand splits a command line on runs of spaces, accepts at most five tokens (a
 sixth closes the connection) and matches command names case-insensitively.  List
 replies end each row with ``\\n`` and finish with ``.\\n``; ``OK``/``ERR`` replies end
 with ``\\r\\n`` except ``version``, ``verbose`` and ``getpid`` (``\\n``).
@@ -31,7 +31,13 @@ def split_command(line: bytes) -> list[bytes]:
     Raises:
         TooManyTokens: the line has more than ``MAX_TOKENS`` tokens.
     """
-    tokens = line.split()
+    # gearmand splits on the space character only (a TAB is part of a token); runs of
+    # spaces collapse and trailing ones vanish, but a leading space makes an empty
+    # first token, so " status" is an unknown command.
+    parts = line.split(b" ")
+    tokens = [t for t in parts if t]
+    if len(parts) > 1 and not parts[0]:
+        tokens.insert(0, b"")
     if len(tokens) > MAX_TOKENS:
         raise TooManyTokens(f"{len(tokens)} tokens, at most {MAX_TOKENS}")
     return tokens

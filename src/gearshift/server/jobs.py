@@ -709,6 +709,8 @@ class Scheduler:
 
     def _ignore(self, job: Job) -> None:
         job.ignore = True
+        # Like gearmand, an ignored job no longer counts as persistently queued.
+        job.queued_flag = False
         key = job.key
         if key is not None and self.uniques.get(key) is job:
             del self.uniques[key]
