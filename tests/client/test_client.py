@@ -15,6 +15,7 @@ from gearshift import (
     AsyncAdminClient,
     AsyncClient,
     Client,
+    JobRequest,
     JobState,
     Priority,
     WorkComplete,
@@ -139,6 +140,11 @@ async def test_priorities_uniques_and_php_names(server: ServerProcess) -> None:
         for priority in Priority:
             assert await client.submit("reverse", b"ab", priority=priority) == b"ba"
         assert await client.submit("reverse", b"ab", unique="u-1") == b"ba"
+        jobs = await client.submit_many(
+            [JobRequest("reverse", b"hi", priority=Priority.HIGH), ("reverse", b"lo")]
+        )
+        assert await client.gather(*jobs, timeout=20) == [b"ih", b"ol"]
+        assert await client.ping() >= 0
         assert await client.do_normal("reverse", b"1a") == b"a1"
         assert await client.do_high("reverse", b"2a") == b"a2"
         assert await client.do_low("reverse", b"3a") == b"a3"
@@ -389,6 +395,11 @@ def test_blocking_client(server: ServerProcess) -> None:
             assert client.job_status(handle).handle == handle
             assert client.job_status_by_unique_key("nothing").known is False
             assert client.echo(b"e") == b"e"
+            assert client.ping() >= 0
+            many = client.submit_many([("reverse", b"ab"), JobRequest("reverse", b"cd")])
+            assert [job.result(timeout=20) for job in many] == [b"ba", b"dc"]
+            handles = client.submit_many([("reverse", b"x")] * 3, background=True)
+            assert len(set(handles)) == 3
             client.set_option("exceptions")
             assert client.do_normal("reverse", b"12") == b"21"
             assert client.do_high("reverse", b"12") == b"21"

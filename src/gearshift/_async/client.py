@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from gearshift._async.net import (
     READ_SIZE,
@@ -469,6 +469,16 @@ class _Connection:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """One job for ``submit_many``: what ``submit_job`` / ``submit_background`` take."""
+
+    function: str | bytes
+    data: Any = None
+    unique: str | bytes | None = None
+    priority: Priority = Priority.NORMAL
+
+
 def _option_packet(proto: ClientProtocol, option: bytes, tag: object) -> bytes:
     return proto.option(option, tag=tag)
 
@@ -834,6 +844,70 @@ class AsyncClient(Generic[T]):
         if unique is None:
             unique = str(uuid.uuid4())
         return await self._submit(function, data, unique, priority, True, when, None)
+
+    @overload
+    async def submit_many(
+        self,
+        requests: Iterable[JobRequest | tuple[str | bytes, Any]],
+        *,
+        background: Literal[False] = False,
+    ) -> list[AsyncJob[T]]: ...
+
+    @overload
+    async def submit_many(
+        self,
+        requests: Iterable[JobRequest | tuple[str | bytes, Any]],
+        *,
+        background: Literal[True],
+    ) -> list[JobHandle]: ...
+
+    async def submit_many(
+        self,
+        requests: Iterable[JobRequest | tuple[str | bytes, Any]],
+        *,
+        background: bool = False,
+    ) -> list[AsyncJob[T]] | list[JobHandle]:
+        """Submit many jobs at once, pipelined; return them in the order given.
+
+        Args:
+            requests: JobRequest objects or ``(function, data)`` pairs.
+            background: submit them as background jobs and return their handles.
+
+        Raises:
+            As ``submit_job`` / ``submit_background``; jobs submitted before the one
+            that failed are still running on the server.
+        """
+        reqs = [r if isinstance(r, JobRequest) else JobRequest(r[0], r[1]) for r in requests]
+        if background:
+            return list(
+                await asyncio.gather(
+                    *(
+                        self.submit_background(
+                            r.function, r.data, unique=r.unique, priority=r.priority
+                        )
+                        for r in reqs
+                    )
+                )
+            )
+        return list(
+            await asyncio.gather(
+                *(
+                    self.submit_job(r.function, r.data, unique=r.unique, priority=r.priority)
+                    for r in reqs
+                )
+            )
+        )
+
+    async def ping(self) -> float:
+        """Seconds an ECHO takes to the first reachable server.
+
+        Raises:
+            ServerUnavailable: no server answered.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await self.echo(b"ping")
+        return loop.time() - started
 
     async def gather(
         self,

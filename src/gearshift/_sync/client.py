@@ -7,12 +7,19 @@ callbacks (``on_data`` ...) and ``add_done_callback`` functions run on that thre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, overload
 
-from gearshift._async.client import AsyncClient, AsyncJob, JobHandle, JobState, JobUpdate
+from gearshift._async.client import (
+    AsyncClient,
+    AsyncJob,
+    JobHandle,
+    JobRequest,
+    JobState,
+    JobUpdate,
+)
 from gearshift._async.net import ServersArg
 from gearshift._sync.portal import Portal
 from gearshift.codecs import Codec
@@ -272,6 +279,43 @@ class Client(Generic[T]):
             priority=priority,
             when=when,
         )
+
+    @overload
+    def submit_many(
+        self,
+        requests: Iterable[JobRequest | tuple[str | bytes, Any]],
+        *,
+        background: Literal[False] = False,
+    ) -> list[Job[T]]: ...
+
+    @overload
+    def submit_many(
+        self,
+        requests: Iterable[JobRequest | tuple[str | bytes, Any]],
+        *,
+        background: Literal[True],
+    ) -> list[JobHandle]: ...
+
+    def submit_many(
+        self,
+        requests: Iterable[JobRequest | tuple[str | bytes, Any]],
+        *,
+        background: bool = False,
+    ) -> list[Job[T]] | list[JobHandle]:
+        """Submit many jobs at once, pipelined; see AsyncClient.submit_many."""
+        reqs = list(requests)
+        if background:
+
+            async def in_background() -> list[JobHandle]:
+                return await self._async.submit_many(reqs, background=True)
+
+            return self._portal.call(in_background)
+        jobs = self._portal.call(self._async.submit_many, reqs)
+        return [Job(job, self._portal) for job in jobs]
+
+    def ping(self) -> float:
+        """Seconds an ECHO takes to the first reachable server."""
+        return self._portal.call(self._async.ping)
 
     def gather(self, *jobs: Job[T], timeout: float | None = None) -> list[T | BaseException]:
         """Wait for several jobs; return each result or the exception it ended with."""
