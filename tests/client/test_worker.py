@@ -327,3 +327,46 @@ async def test_handler_exceptions_and_fail_paths(server: ServerProcess) -> None:
 def test_wait_until_helper_fails_when_condition_never_holds() -> None:
     with pytest.raises(AssertionError):
         wait_until(lambda: False, timeout=0.05)
+
+
+async def test_hooks_see_every_job_and_outcome(server: ServerProcess) -> None:
+    events: list[Any] = []
+
+    async def ok(job: WorkerJob[bytes]) -> bytes:
+        return b"ok"
+
+    def bad(job: WorkerJob[bytes]) -> bytes:
+        raise ValueError("hook me")
+
+    async def after(job: WorkerJob[bytes], outcome: str) -> None:
+        events.append(("after", job.function, outcome))
+
+    def broken_hook(job: WorkerJob[bytes]) -> None:
+        events.append(("before", job.function, job.data))
+        raise RuntimeError("hooks may fail without harm")
+
+    worker = AsyncWorker(
+        server.address,
+        on_startup=lambda: events.append("startup"),
+        on_shutdown=lambda: events.append("shutdown"),
+        before_job=broken_hook,
+        after_job=after,
+        on_error=lambda exc: events.append(("error", repr(exc))),
+    )
+    worker.register("ok", ok)
+    worker.register("bad", bad)
+    async with running(worker), AsyncClient(server.address) as client:
+        assert await client.submit("ok", b"1", timeout=20) == b"ok"
+        from gearshift.errors import JobException
+
+        with pytest.raises(JobException):
+            await client.submit("bad", b"2", timeout=20)
+    assert events == [
+        "startup",
+        ("before", "ok", b"1"),
+        ("after", "ok", "complete"),
+        ("before", "bad", b"2"),
+        ("error", "ValueError('hook me')"),
+        ("after", "bad", "exception"),
+        "shutdown",
+    ]

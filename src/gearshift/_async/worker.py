@@ -323,6 +323,14 @@ class AsyncWorker:
         keepalive: enable TCP keepalive.
         options: OPTION_REQ names sent on every connection.
         tls: as for AsyncClient: None, True, a CA path, TLSFiles or an SSLContext.
+        on_startup, on_shutdown: called when ``run()`` starts and when the worker has
+            stopped.
+        before_job, after_job: called around each job; ``after_job(job, outcome)`` gets
+            ``"complete"``, ``"fail"``, ``"exception"`` or ``"timeout"``.
+        on_error: called with the exception a handler raised.
+
+    Hooks may be plain functions or coroutine functions; they run on the event loop
+    (keep them short), and an exception in a hook is logged, not raised.
     """
 
     def __init__(
@@ -339,6 +347,11 @@ class AsyncWorker:
         keepalive: bool = True,
         options: Iterable[str] = (),
         tls: TLSArg = None,
+        on_startup: Callable[[], Any] | None = None,
+        on_shutdown: Callable[[], Any] | None = None,
+        before_job: Callable[[WorkerJob[Any]], Any] | None = None,
+        after_job: Callable[[WorkerJob[Any], str], Any] | None = None,
+        on_error: Callable[[BaseException], Any] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -354,6 +367,11 @@ class AsyncWorker:
         self.keepalive = keepalive
         self.options = list(options)
         self._tls = client_context(tls)
+        self.on_startup = on_startup
+        self.on_shutdown = on_shutdown
+        self.before_job = before_job
+        self.after_job = after_job
+        self.on_error = on_error
         self._functions: dict[bytes, _Function] = {}
         self._conns: list[_Connection] = []
         self._supervisors: list[asyncio.Task[None]] = []
@@ -558,30 +576,52 @@ class AsyncWorker:
                 )
                 job.fail()
                 return
+            outcome = "complete"
+            error: BaseException | None = None
             try:
                 job.data = self.codec.decode(assigned.data)
+                await self._hook(self.before_job, job)
                 result = await self._call(fn, job)
             except JobFailed:
+                outcome = "fail"
                 job.fail()
             except _LocalTimeout:
+                outcome = "timeout"
                 logger.warning(
                     "job %s (%s) ran past %ss; failed", job.handle, job.function, fn.timeout
                 )
                 job.fail()
             except Exception as exc:
+                outcome, error = "exception", exc
                 logger.info("job %s (%s) raised %r", job.handle, job.function, exc)
                 job._exception(describe_exception(exc, self.codec))
             else:
-                if not job.finished:
+                if job.finished:
+                    outcome = "fail"  # the handler called job.fail()
+                else:
                     try:
                         payload = self.codec.encode(result)
                     except Exception as exc:
+                        outcome, error = "exception", exc
                         job._exception(describe_exception(exc, self.codec))
                     else:
                         job._complete(payload)
+            if error is not None:
+                await self._hook(self.on_error, error)
+            await self._hook(self.after_job, job, outcome)
             self.jobs_done += 1
         finally:
             self._slots.release()
+
+    async def _hook(self, hook: Callable[..., Any] | None, *args: Any) -> None:
+        if hook is None:
+            return
+        try:
+            result = hook(*args)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # a broken hook must not break the worker
+            logger.exception("worker hook %r raised", hook)
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._executor is None:
@@ -628,6 +668,7 @@ class AsyncWorker:
         if self._grabbing.is_set():
             raise BusyError("worker is already running")
         self._start()
+        await self._hook(self.on_startup)
         self._grabbing.set()
         with self._signals(install_signal_handlers):
             await self._stopped.wait()
@@ -744,6 +785,7 @@ class AsyncWorker:
         )
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        await self._hook(self.on_shutdown)
         self._stopped.set()
 
     async def aclose(self) -> None:

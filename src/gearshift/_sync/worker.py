@@ -15,7 +15,7 @@ from types import FrameType, TracebackType
 from typing import Any, TypeVar, overload
 
 from gearshift._async.net import ServerAddress, ServersArg
-from gearshift._async.worker import AsyncWorker, Handler
+from gearshift._async.worker import AsyncWorker, Handler, WorkerJob
 from gearshift._sync.portal import Portal
 from gearshift.codecs import Codec
 from gearshift.tls import TLSArg
@@ -24,7 +24,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Worker:
-    """Blocking worker; the arguments are AsyncWorker's.
+    """Blocking worker; the arguments are AsyncWorker's (hooks run on its loop thread).
 
     Use it as a context manager, or call ``close()``: it owns a thread.
     """
@@ -43,6 +43,11 @@ class Worker:
         keepalive: bool = True,
         options: Iterable[str] = (),
         tls: TLSArg = None,
+        on_startup: Callable[[], Any] | None = None,
+        on_shutdown: Callable[[], Any] | None = None,
+        before_job: Callable[[WorkerJob[Any]], Any] | None = None,
+        after_job: Callable[[WorkerJob[Any], str], Any] | None = None,
+        on_error: Callable[[BaseException], Any] | None = None,
     ) -> None:
         self._portal = Portal("gearshift-worker")
         self._async: AsyncWorker = self._portal.call(
@@ -58,6 +63,11 @@ class Worker:
             keepalive=keepalive,
             options=list(options),
             tls=tls,
+            on_startup=on_startup,
+            on_shutdown=on_shutdown,
+            before_job=before_job,
+            after_job=after_job,
+            on_error=on_error,
         )
         self.servers = self._async.servers
 
