@@ -59,7 +59,13 @@ class ServerProcess:
             self.proc = subprocess.Popen(
                 self.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
-        wait_listening(self.port, self.proc)
+        try:
+            wait_listening(self.port, self.proc)
+        except RuntimeError as exc:
+            # Say why: the server's own last words are in its log.
+            raise RuntimeError(
+                f"{self.kind}: {exc}; log tail:\n{self.log_text()[-2000:]}"
+            ) from None
         return self
 
     def signal(self, sig: int) -> None:
