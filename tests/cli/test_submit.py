@@ -160,7 +160,7 @@ def test_background_priorities_and_unique(server: ServerProcess) -> None:
 
 
 def test_verbose_prints_handles(server: ServerProcess) -> None:
-    r = call("submit", "-p", str(server.port), "-v", "-b", "-f", "verbose", "x")
+    r = call("submit", "-p", str(server.port), "-v", "-P", "-b", "-f", "verbose", "x")
     assert r.returncode == 0
     assert r.stdout.startswith(b"Task created: ") and r.stdout.endswith(b"\n")
     handle = r.stdout.decode().split(": ", 1)[1].strip()

@@ -32,7 +32,7 @@ from gearshift.cli._common import (
     write_err,
     write_out,
 )
-from gearshift.errors import GearmanError, GearmanTimeout
+from gearshift.errors import GearmanError, GearmanTimeout, ServerError
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +173,16 @@ class Printer:
         self._clear()
         write_err(self._pre(function) + data)
 
+    def plain(self, data: bytes) -> None:
+        """Diagnostic output on stdout, never prefixed."""
+        self._clear()
+        write_out(data)
+
+    def plain_err(self, data: bytes) -> None:
+        """An error message on stderr, never prefixed."""
+        self._clear()
+        write_err(data)
+
     def status(self, function: str, numerator: int, denominator: int) -> None:
         percent = numerator * 100 // denominator if denominator else 0
         self.out(function, f"{percent}% Complete\n".encode())
@@ -188,24 +198,28 @@ async def run_workload(
     """Send ``data`` to every function and wait for all of them; False if any failed."""
 
     async def one(function: str) -> bool:
-        if o.background:
-            handle = await client.submit_background(
-                function, data, unique=o.unique, priority=o.priority
-            )
-            if o.verbose:
-                printer.out("", f"Task created: {handle}\n".encode())
-            return True
-        job = await client.submit_job(
-            function,
-            data,
-            unique=o.unique,
-            priority=o.priority,
-            on_data=lambda chunk: printer.out(function, chunk),
-            on_warning=lambda chunk: printer.err(function, chunk),
-            on_status=lambda num, den: printer.status(function, num, den),
-        )
         try:
+            if o.background:
+                handle = await client.submit_background(
+                    function, data, unique=o.unique, priority=o.priority
+                )
+                if o.verbose:
+                    printer.plain(f"Task created: {handle}\n".encode())
+                return True
+            job = await client.submit_job(
+                function,
+                data,
+                unique=o.unique,
+                priority=o.priority,
+                on_data=lambda chunk: printer.out(function, chunk),
+                on_warning=lambda chunk: printer.err(function, chunk),
+                on_status=lambda num, den: printer.status(function, num, den),
+            )
             result = await job.result()
+        except ServerError as exc:
+            # Refused by the server (queue full, unique too long...): this job only.
+            printer.plain_err(f"gearshift submit: {function}: {exc}\n".encode())
+            return False
         except JobException as exc:
             printer.err(function, exc.payload)
             return False
@@ -214,7 +228,7 @@ async def run_workload(
             return False
         printer.out(function, result)
         if o.verbose:
-            printer.out("", f"Task created: {job.handle}\n".encode())
+            printer.plain(f"Task created: {job.handle}\n".encode())
         return True
 
     # -t bounds the whole workload (submits and results), as gearman's timeout bounds its wait.
