@@ -12,6 +12,7 @@ transcript.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Iterable
 
@@ -192,6 +193,22 @@ FRAMING = [
         grab("w", P.GRAB_JOB_UNIQ),
         Send("w", req(P.WORK_COMPLETE, H[0], b"\0x\0")),
         Recv("c"),
+    ),
+    conv(
+        "framing_oversized_length",
+        Send("x", struct.pack(">4sII", REQ, P.ECHO_REQ, 0xFFFFFFF0) + b"partial body"),
+        Quiet("x", 0.5),
+        Sync("c"),
+        doc="gearmand waits for a 4 GiB body; gearshift refuses bodies over --max-packet-size",
+    ),
+    conv(
+        "admin_very_long_line",
+        Admin("a", b"x" * 8190 + b"\r\n"),
+        Admin("a2", b"x" * 8191 + b"\r\n"),
+        Admin("a3", b"status " + b"y" * 70000 + b"\r\n"),
+        Sync("a"),
+        doc="gearmand reads admin lines into an 8 KiB buffer: 8192 bytes with the CRLF"
+        " are answered, one more closes the connection",
     ),
     conv(
         "framing_half_open_then_valid_elsewhere",

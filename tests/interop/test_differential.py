@@ -66,6 +66,17 @@ DELIBERATE_DIFFERENCES: dict[str, Difference] = {
             "c <- sync",
         ),
     ),
+    "framing_oversized_length": Difference(
+        reason="a body longer than --max-packet-size (default 1 GiB, at most 4 GiB - 1;"
+        " issue 2) closes that connection at once; gearmand has no limit and buffers up to"
+        " 4 GiB per connection",
+        gearmand_shows="c <- sync",
+        gearshift=(
+            "x -> RAW b'\\x00REQ\\x00\\x00\\x00\\x10\\xff\\xff\\xff\\xf0partial body'",
+            "x <- CLOSED",
+            "c <- sync",
+        ),
+    ),
     "two_sleepers_one_job": Difference(
         reason="gearshift wakes only as many sleeping workers as there are new jobs"
         " (DESIGN.md: no thundering herd); gearmand NOOPs every sleeper",
