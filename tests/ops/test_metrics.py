@@ -134,6 +134,10 @@ def test_store_commit_histogram_over_http_submission(tmp_path: object) -> None:
             )
             with urllib.request.urlopen(req, timeout=20) as res:
                 assert res.headers["X-Gearman-Command"] == "JOB_CREATED"
+        # The binary protocol's durable submits are timed too.
+        for i in range(2):
+            submit(srv.port, T.SUBMIT_JOB_BG, b"durable", b"b%d" % i, wait=False)
         samples, _ = scrape(http_port)
     key = ("gearman_store_commit_seconds_count", (("function", "durable"),))
-    assert samples[key] == 4
+    assert samples[key] == 6
+    assert samples[("gearman_jobs_waiting", (("function", "durable"),))] == 6

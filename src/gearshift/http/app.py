@@ -147,8 +147,8 @@ def build_app(server: GearmanServer) -> web.Application:
                 frame = json.dumps(views.snapshot(server, limit), separators=(",", ":"))
                 await response.write(f"event: frame\ndata: {frame}\n\n".encode())
                 await asyncio.sleep(interval)
-        except (ConnectionResetError, asyncio.CancelledError):
-            # The browser went away (or the server is stopping): just end the stream.
+        except ConnectionResetError:
+            # The browser went away: just end the stream.
             pass
         return response
 
@@ -164,7 +164,8 @@ def build_app(server: GearmanServer) -> web.Application:
 
     app.router.add_get("/", index)
     app.router.add_get("/dashboard/{name}", asset)
-    app.router.add_route("GET", "/metrics", prometheus)
+    app.router.add_get("/favicon.ico", no_icon)
+    app.router.add_get("/metrics", prometheus)
     app.router.add_route("GET", "/api/status", api_status)
     app.router.add_route("GET", "/api/workers", api_workers)
     app.router.add_route("GET", "/api/jobs", api_jobs)
@@ -194,7 +195,10 @@ class HttpService:
             OSError: the address cannot be bound.
         """
         cfg = self.server.config
-        runner = web.AppRunner(build_app(self.server), access_log=None, shutdown_timeout=1.0)
+        # handler_cancellation: a client hanging up detaches it from its job.
+        runner = web.AppRunner(
+            build_app(self.server), access_log=None, shutdown_timeout=1.0, handler_cancellation=True
+        )
         await runner.setup()
         host = cfg.http_listen if cfg.http_listen is not None else cfg.listen
         hosts: list[str | None] = list(host.split(",")) if host else [None]
