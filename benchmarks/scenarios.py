@@ -49,7 +49,7 @@ class Params:
     e_warmup: int = 2000
     e_idle: int = 1000
     big_size: int = 100 * 1024 * 1024
-    sqlite_jobs: int = 20_000
+    sqlite_jobs: int = 5_000
 
     def quick(self) -> Params:
         return replace(
@@ -60,7 +60,7 @@ class Params:
             d_duration=2.0,
             e_duration=3.0,
             e_warmup=500,
-            sqlite_jobs=5_000,
+            sqlite_jobs=2_000,
         )
 
 
@@ -239,7 +239,7 @@ SCENARIOS: dict[str, Scenario] = {
                   " --warmup 2000",)),
         Scenario("big", "one 100 MiB payload round trip, 1 client, 1 worker", run_big, SERVERS,
                  (f"{_GB} -f bench_big -c 1 -w 1 -s 100M -n 1 --warmup 0",)),
-        Scenario("sqlite", "20k bg submits (4 submitters) with the SQLite queue", run_sqlite,
-                 SQLITE_SERVERS, (f"{_GB} -m bg -f bench_sq -c 4 -n 20000",)),
+        Scenario("sqlite", "5k bg submits (4 submitters) with the SQLite queue", run_sqlite,
+                 SQLITE_SERVERS, (f"{_GB} -m bg -f bench_sq -c 4 -n 5000",)),
     )
 }  # fmt: skip
