@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from gearshift import AsyncAdminClient, AsyncClient, AsyncWorker, Client, Worker, WorkerJob
+from gearshift import (
+    AdminClient,
+    AsyncAdminClient,
+    AsyncClient,
+    AsyncWorker,
+    Client,
+    Worker,
+    WorkerJob,
+)
 from gearshift.errors import BusyError, ClosedError, JobFailed
 from tests.client.conftest import make_worker, running
 from tests.client.helpers import await_until, wait_until
@@ -267,22 +275,58 @@ worker = Worker(sys.argv[1])
 @worker.function("term")
 def term(job):
     print("started", flush=True)
-    time.sleep(1.0)
-    return b"finished after SIGTERM"
+    time.sleep(float(sys.argv[2]))
+    return b"finished after the signal"
 
 print("ready", flush=True)
 worker.run()
 print("exited cleanly", flush=True)
 """
 
+ASYNC_WORKER_SCRIPT = """
+import asyncio, sys
+from gearshift import AsyncWorker
+
+async def main():
+    worker = AsyncWorker(sys.argv[1])
+
+    @worker.function("term")
+    async def term(job):
+        print("started", flush=True)
+        await asyncio.sleep(float(sys.argv[2]))
+        return b"finished after the signal"
+
+    task = asyncio.create_task(worker.run())
+    while not worker.connected:
+        await asyncio.sleep(0.01)
+    print("ready", flush=True)
+    await task
+    print("exited cleanly", flush=True)
+
+asyncio.run(main())
+"""
+
 
 @pytest.mark.slow
-def test_sigterm_in_run_stops_gracefully(server: ServerProcess, tmp_path: Any) -> None:
-    script = tmp_path / "worker.py"
-    script.write_text(textwrap.dedent(WORKER_SCRIPT))
+@pytest.mark.parametrize(
+    ("script", "signals", "finishes"),
+    [
+        (WORKER_SCRIPT, [signal.SIGTERM], True),
+        (ASYNC_WORKER_SCRIPT, [signal.SIGTERM], True),
+        (ASYNC_WORKER_SCRIPT, [signal.SIGINT], True),
+        (WORKER_SCRIPT, [signal.SIGINT, signal.SIGINT], False),
+        (ASYNC_WORKER_SCRIPT, [signal.SIGINT, signal.SIGINT], False),
+    ],
+    ids=["blocking-term", "async-term", "async-int", "blocking-int-int", "async-int-int"],
+)
+def test_signals_stop_run(
+    server: ServerProcess, tmp_path: Any, script: str, signals: list[int], finishes: bool
+) -> None:
+    path = tmp_path / "worker.py"
+    path.write_text(textwrap.dedent(script))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
-        [sys.executable, str(script), server.address],
+        [sys.executable, str(path), server.address, "1.0" if finishes else "30"],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -293,10 +337,20 @@ def test_sigterm_in_run_stops_gracefully(server: ServerProcess, tmp_path: Any) -
         with Client(server.address) as client:
             job = client.submit_job("term")
             assert proc.stdout.readline().strip() == "started"
-            proc.send_signal(signal.SIGTERM)
-            assert job.result(timeout=20) == b"finished after SIGTERM"
-        assert proc.wait(20) == 0
-        assert proc.stdout.read().strip() == "exited cleanly"
+            for sig in signals:
+                proc.send_signal(sig)
+                time.sleep(0.1)
+            if finishes:
+                # Graceful: the running job completes before the worker exits.
+                assert job.result(timeout=20) == b"finished after the signal"
+            assert proc.wait(20) == 0
+            assert proc.stdout.read().strip() == "exited cleanly"
+            if not finishes:
+                # Immediate: the connection dropped and the server requeued the job.
+                with AdminClient(server.address) as admin:
+                    rows = {r.name: r for r in admin.status()}
+                    assert rows["term"].total == 1 and rows["term"].running == 0
+                job.cancel()
     finally:
         if proc.poll() is None:
             proc.kill()

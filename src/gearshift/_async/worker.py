@@ -28,6 +28,7 @@ import concurrent.futures
 import contextlib
 import inspect
 import logging
+import queue
 import random
 import signal
 import threading
@@ -163,6 +164,68 @@ class WorkerJob(Generic[T]):
 
     def _exception(self, payload: bytes) -> None:
         self._emit(lambda p: p.work_exception(self._handle, payload), True)
+
+
+class _DaemonThreadPool(concurrent.futures.Executor):
+    """A thread pool whose threads do not hold the process open at exit.
+
+    ThreadPoolExecutor joins its threads when the interpreter exits, so a blocking
+    handler stuck in a long call would keep a worker alive after an immediate stop
+    (a second Ctrl-C).  These threads are daemons; the graceful path still waits for
+    the jobs itself.
+    """
+
+    def __init__(self, max_workers: int, name: str) -> None:
+        self._max = max_workers
+        self._name = name
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._idle = threading.Semaphore(0)
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
+        if self._closed:
+            raise RuntimeError("thread pool is shut down")
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._queue.put((future, fn, args, kwargs))
+        if not self._idle.acquire(blocking=False) and len(self._threads) < self._max:
+            thread = threading.Thread(
+                target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, fn, args, kwargs = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except BaseException as exc:  # delivered to whoever awaits the job
+                    future.set_exception(exc)
+            self._idle.release()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+        for _ in self._threads:
+            self._queue.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
 
 class _LocalTimeout(Exception):
@@ -379,7 +442,7 @@ class AsyncWorker:
         self._grabbing = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._executor: _DaemonThreadPool | None = None
         self._started = False
         self._closing = False
         self._stopped = asyncio.Event()
@@ -623,11 +686,9 @@ class AsyncWorker:
         except Exception:  # a broken hook must not break the worker
             logger.exception("worker hook %r raised", hook)
 
-    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _pool(self) -> _DaemonThreadPool:
         if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.concurrency, thread_name_prefix="gearshift-job"
-            )
+            self._executor = _DaemonThreadPool(self.concurrency, "gearshift-job")
         return self._executor
 
     async def _call(self, fn: _Function, job: WorkerJob[Any]) -> Any:
