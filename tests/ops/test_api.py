@@ -7,6 +7,7 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -27,15 +28,10 @@ def http_port(server: ServerThread) -> int:
     return server.server.http_addresses[0][1]
 
 
-def get_json(server: ServerThread, path: str) -> object:
+def get_json(server: ServerThread, path: str) -> Any:
     reply = http_raw(http_port(server), "GET", path)
     assert reply.status == 200, reply
-    assert (
-        reply.header(
-            "Content-Type",
-        )
-        is not None
-    )
+    assert reply.header("Content-Type") == "application/json; charset=utf-8"
     return json.loads(reply.body)
 
 
@@ -76,7 +72,7 @@ def test_status_workers_jobs(server: ServerThread) -> None:
 
     worker = RawWorker(server.port, {"api.g": reverse})
     try:
-        wait_for(lambda: any("api.g" in w["functions"] for w in get_json(server, "/api/workers")))  # type: ignore[union-attr, index]
+        wait_for(lambda: any("api.g" in w["functions"] for w in get_json(server, "/api/workers")))
         rows = get_json(server, "/api/workers")
         assert isinstance(rows, list) and len(rows) == 1 and rows[0]["host"] == "127.0.0.1"
         everyone = get_json(server, "/api/workers?all=1")
