@@ -15,6 +15,7 @@ from gearshift import (
     AsyncAdminClient,
     AsyncClient,
     Client,
+    JobHandle,
     JobRequest,
     JobState,
     Priority,
@@ -396,6 +397,16 @@ def test_blocking_client(server: ServerProcess) -> None:
             assert client.job_status_by_unique_key("nothing").known is False
             assert client.echo(b"e") == b"e"
             assert client.ping() >= 0
+            client.add_task("reverse", b"t1")
+            client.add_task_high("reverse", b"t2")
+            client.add_task_low("raises", b"t3")
+            client.add_task_background("reverse", b"t4")
+            client.add_task_high_background("reverse", b"t5")
+            client.add_task_low_background("reverse", b"t6")
+            out = client.run_tasks(timeout=20)
+            assert out[:2] == [b"1t", b"2t"] and isinstance(out[2], JobException)
+            assert all(isinstance(h, JobHandle) for h in out[3:])
+            assert client.run_tasks() == []  # the set was emptied
             many = client.submit_many([("reverse", b"ab"), JobRequest("reverse", b"cd")])
             assert [job.result(timeout=20) for job in many] == [b"ba", b"dc"]
             handles = client.submit_many([("reverse", b"x")] * 3, background=True)

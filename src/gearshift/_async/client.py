@@ -596,6 +596,7 @@ class AsyncClient(Generic[T]):
         self._down_until: dict[ServerAddress, float] = {}
         self._rr = 0
         self._closed = False
+        self._task_set: list[tuple[JobRequest, bool]] = []
 
     async def __aenter__(self) -> AsyncClient[T]:
         return self
@@ -1010,6 +1011,80 @@ class AsyncClient(Generic[T]):
             self._options.append(option)
 
     # -- PHP-style names ------------------------------------------------------------------
+
+    def add_task(
+        self,
+        function: str | bytes,
+        data: Any = None,
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority = Priority.NORMAL,
+        background: bool = False,
+    ) -> None:
+        """PHP ``addTask*``: queue a job locally until ``run_tasks()`` sends them all."""
+        self._task_set.append((JobRequest(function, data, unique, priority), background))
+
+    def add_task_high(
+        self, function: str | bytes, data: Any = None, unique: str | None = None
+    ) -> None:
+        """PHP ``addTaskHigh``."""
+        self.add_task(function, data, unique=unique, priority=Priority.HIGH)
+
+    def add_task_low(
+        self, function: str | bytes, data: Any = None, unique: str | None = None
+    ) -> None:
+        """PHP ``addTaskLow``."""
+        self.add_task(function, data, unique=unique, priority=Priority.LOW)
+
+    def add_task_background(
+        self, function: str | bytes, data: Any = None, unique: str | None = None
+    ) -> None:
+        """PHP ``addTaskBackground``."""
+        self.add_task(function, data, unique=unique, background=True)
+
+    def add_task_high_background(
+        self, function: str | bytes, data: Any = None, unique: str | None = None
+    ) -> None:
+        """PHP ``addTaskHighBackground``."""
+        self.add_task(function, data, unique=unique, priority=Priority.HIGH, background=True)
+
+    def add_task_low_background(
+        self, function: str | bytes, data: Any = None, unique: str | None = None
+    ) -> None:
+        """PHP ``addTaskLowBackground``."""
+        self.add_task(function, data, unique=unique, priority=Priority.LOW, background=True)
+
+    async def run_tasks(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> list[T | JobHandle | BaseException]:
+        """PHP ``runTasks``: submit every added task (pipelined) and wait for them.
+
+        Returns one entry per task, in the order added: the result of a foreground
+        task, the handle of a background one, or the exception either ended with.
+        """
+        tasks, self._task_set = self._task_set, []
+
+        async def one(request: JobRequest, background: bool) -> T | JobHandle | BaseException:
+            try:
+                if background:
+                    return await self.submit_background(
+                        request.function,
+                        request.data,
+                        unique=request.unique,
+                        priority=request.priority,
+                    )
+                job = await self.submit_job(
+                    request.function,
+                    request.data,
+                    unique=request.unique,
+                    priority=request.priority,
+                )
+                return await job.result(timeout)
+            except Exception as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(r, bg) for r, bg in tasks)))
 
     async def do_normal(
         self, function: str | bytes, data: Any = None, unique: str | None = None

@@ -340,6 +340,56 @@ class Client(Generic[T]):
         self._portal.call(self._async.set_option, name)
 
     # PHP-style names.
+    def add_task(
+        self,
+        function: str | bytes,
+        data: Any = None,
+        *,
+        unique: str | bytes | None = None,
+        priority: Priority = Priority.NORMAL,
+        background: bool = False,
+    ) -> None:
+        """PHP ``addTask*``: queue a job locally until ``run_tasks()``."""
+        self._portal.call_sync(
+            lambda: self._async.add_task(
+                function, data, unique=unique, priority=priority, background=background
+            )
+        )
+
+    def add_task_high(
+        self, function: str | bytes, data: Any = None, unique: str | None = None
+    ) -> None:
+        """PHP ``addTaskHigh``."""
+        self.add_task(function, data, unique=unique, priority=Priority.HIGH)
+
+    def add_task_low(
+        self, function: str | bytes, data: Any = None, unique: str | None = None
+    ) -> None:
+        """PHP ``addTaskLow``."""
+        self.add_task(function, data, unique=unique, priority=Priority.LOW)
+
+    def add_task_background(
+        self, function: str | bytes, data: Any = None, unique: str | None = None
+    ) -> None:
+        """PHP ``addTaskBackground``."""
+        self.add_task(function, data, unique=unique, background=True)
+
+    def add_task_high_background(
+        self, function: str | bytes, data: Any = None, unique: str | None = None
+    ) -> None:
+        """PHP ``addTaskHighBackground``."""
+        self.add_task(function, data, unique=unique, priority=Priority.HIGH, background=True)
+
+    def add_task_low_background(
+        self, function: str | bytes, data: Any = None, unique: str | None = None
+    ) -> None:
+        """PHP ``addTaskLowBackground``."""
+        self.add_task(function, data, unique=unique, priority=Priority.LOW, background=True)
+
+    def run_tasks(self, timeout: float | None = None) -> list[T | JobHandle | BaseException]:
+        """PHP ``runTasks``; see AsyncClient.run_tasks."""
+        return self._portal.call(self._async.run_tasks, timeout)
+
     def do_normal(self, function: str | bytes, data: Any = None, unique: str | None = None) -> T:
         """PHP ``doNormal``."""
         return self._portal.call(self._async.do_normal, function, data, unique)
