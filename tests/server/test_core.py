@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from gearshift.protocol.codec import encode_request
 from gearshift.testing import RunningServer, serve
 from tests.server.helpers import Raw, T, wait_for, worker
 
@@ -203,4 +204,24 @@ async def test_admin_status_and_workers(server: RunningServer) -> None:
     assert any(line.endswith(" 127.0.0.1 wid : two one") for line in workers)
     assert sum(line.endswith(" 127.0.0.1 - :") for line in workers) == 2
     for conn in (a, w, c):
+        await conn.close()
+
+
+async def test_large_payloads_round_trip_in_pieces(server: RunningServer) -> None:
+    c = await Raw.connect(server.address)
+    w = await worker(server.address, b"big")
+    payload = bytes(range(256)) * (20 * 4096)  # 20 MiB, with NULs inside
+    packet = encode_request(T.SUBMIT_JOB, b"big", b"", payload)
+    for i in range(0, len(packet), 100_000):  # dribbled in, as a slow client would
+        c.send_raw(packet[i : i + 100_000])
+        await c.writer.drain()
+    (h,) = await c.expect(T.JOB_CREATED)
+    w.send(T.GRAB_JOB)
+    assert await w.expect(T.JOB_ASSIGN, within=60) == (h, b"big", payload)
+    w.send(T.WORK_DATA, h, payload[:300_000])
+    w.send(T.WORK_COMPLETE, h, payload[::-1])
+    assert await c.expect(T.WORK_DATA, within=60) == (h, payload[:300_000])
+    assert await c.expect(T.WORK_COMPLETE, within=60) == (h, payload[::-1])
+    assert await c.call(T.ECHO_REQ, payload) == (T.ECHO_RES, (payload,))
+    for conn in (c, w):
         await conn.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import resource
@@ -164,20 +165,36 @@ def _check_unsupported(cfg: ServerConfig) -> None:
             ) from exc
 
 
+def _tune_gc() -> None:
+    """Keep the cyclic GC off the hot path.
+
+    Jobs, packets and connections almost never form reference cycles, yet with the
+    default thresholds every full collection walks every queued job: with 200k queued
+    jobs that is 40 % of the server's time and pauses of 400 ms (perf-findings.md).
+    Objects alive after start-up (imports, replayed jobs) are frozen out of the GC,
+    and collections run less often; the rare cycles are still collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 async def _run(cfg: ServerConfig, log: LogFile) -> int:
     server = GearmanServer(cfg)
-    try:
-        await server.start()
-    except (OSError, GearmanError) as exc:
-        logger.critical("cannot start: %s", exc)
-        print(f"gearshift server: {exc}", file=sys.stderr)
-        return 1
     loop = asyncio.get_running_loop()
+    # Handlers go in before the listener opens: whoever sees the port may signal us.
     loop.add_signal_handler(signal.SIGTERM, server.request_shutdown, False)
     loop.add_signal_handler(signal.SIGINT, server.request_shutdown, False)
     loop.add_signal_handler(signal.SIGUSR1, server.request_shutdown, True)
     loop.add_signal_handler(signal.SIGHUP, log.reopen)
     try:
+        try:
+            await server.start()
+        except (OSError, GearmanError) as exc:
+            logger.critical("cannot start: %s", exc)
+            print(f"gearshift server: {exc}", file=sys.stderr)
+            return 1
+        _tune_gc()
         await server.serve_forever()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):

@@ -61,6 +61,10 @@ class _PendingAdd:
         self.error: bytes | None = None
 
 
+#: Packets larger than this that arrive in pieces get a buffer of their exact size.
+_BIG_PACKET: Final = 256 * 1024
+#: Above this many bytes queued for one peer, write the pieces without joining them.
+_JOIN_LIMIT: Final = 256 * 1024
 #: Events queued behind a pending store write before reading is paused.
 _BACKLOG_HIGH_WATER: Final = 1024
 
@@ -87,6 +91,8 @@ class Connection(Peer, asyncio.Protocol):
         "last_active",
         "port",
         "rbuf",
+        "big",
+        "big_fill",
         "need",
         "max_packet_size",
         "persistent",
@@ -99,6 +105,9 @@ class Connection(Peer, asyncio.Protocol):
         self.sched = server.scheduler
         self.transport: asyncio.Transport | None = None
         self.rbuf = bytearray()
+        #: The buffer of a large packet still arriving, allocated once at its full size.
+        self.big: bytearray | None = None
+        self.big_fill = 0
         self.need = 0
         self.max_packet_size = server.config.max_packet_size
         self.persistent = server.persistent
@@ -182,7 +191,13 @@ class Connection(Peer, asyncio.Protocol):
         if transport is None or self.closed or not out:
             out.clear()
             return
-        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if len(out) == 1:
+            transport.write(out[0])
+        elif sum(map(len, out)) > _JOIN_LIMIT:
+            # Large payloads were queued as separate pieces: hand them over uncopied.
+            transport.writelines(out)
+        else:
+            transport.write(b"".join(out))
         out.clear()
 
     def close(self, reason: str) -> None:
@@ -204,6 +219,24 @@ class Connection(Peer, asyncio.Protocol):
         # bytes are there, so a large payload arriving in chunks is joined once.
         if self.track_idle:
             self.last_active = self.server.loop.time()
+        big = self.big
+        if big is not None:
+            # Filling a large packet's preallocated buffer: no regrowth, no re-joining.
+            fill = self.big_fill
+            n = min(len(data), len(big) - fill)
+            big[fill : fill + n] = memoryview(data)[:n]
+            fill += n
+            if fill < len(big):
+                self.big_fill = fill
+                return
+            self.big = None
+            data = data[n:]
+            self._big_packet(big)
+            del big
+            if self.closed or not data:
+                if self.sched.dirty:
+                    self.sched.flush()
+                return
         rbuf = self.rbuf
         if rbuf:
             rbuf += data
@@ -256,8 +289,14 @@ class Connection(Peer, asyncio.Protocol):
             start = pos + HEADER_SIZE
             stop = start + size
             if stop > end:
-                rbuf += data[pos:]
-                self.need = stop - pos
+                if stop - pos > _BIG_PACKET:
+                    big = bytearray(stop - pos)
+                    big[: end - pos] = memoryview(data)[pos:]
+                    self.big = big
+                    self.big_fill = end - pos
+                else:
+                    rbuf += data[pos:]
+                    self.need = stop - pos
                 break
             argc = ARGC[ptype]
             if argc == 0:
@@ -293,6 +332,39 @@ class Connection(Peer, asyncio.Protocol):
                 self._update_reading()
         if sched.dirty:
             sched.flush()
+
+    def _big_packet(self, buf: bytearray) -> None:
+        """Parse and run one large packet from its own buffer (header already checked).
+
+        Each argument is copied out of ``buf`` exactly once; ``buf`` is then dropped.
+        """
+        magic, ptype, _ = _unpack_header(buf, 0)
+        argc = ARGC[ptype]
+        args: list[bytes] = []
+        with memoryview(buf) as view:
+            at = HEADER_SIZE
+            for _ in range(argc - 1):
+                nul = buf.find(b"\0", at)
+                if nul < 0:
+                    self.close(f"{PacketType(ptype).name} needs {argc} arguments")
+                    return
+                args.append(bytes(view[at:nul]))
+                at = nul + 1
+            if argc:
+                args.append(bytes(view[at:]))
+        self.sched.stats.packets[ptype] += 1
+        if self.blocked:
+            self._while_blocked(Packet(ptype, tuple(args), magic == REQ))
+        elif magic != REQ:
+            self.sched.send(self, ERR_MAGIC)
+        else:
+            try:
+                if self.persistent and ptype in _BG_SUBMITS:
+                    self._persist_submit(ptype, args)
+                else:
+                    self.sched.dispatch[ptype](self, args)
+            except DropPeer as exc:
+                self.close(str(exc))
 
     def _while_blocked(self, event: Event) -> None:
         """An event that arrived while store adds are pending for this connection."""

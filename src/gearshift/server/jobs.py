@@ -64,6 +64,21 @@ def _packet(ptype: int, *args: bytes) -> bytes:
     return _pack_header(RES, ptype, len(body)) + body
 
 
+#: Payloads at least this large are queued as a separate piece, never copied into
+#: one packet buffer (the connection writes the pieces with ``writelines``).
+_SPLIT: Final = 64 * 1024
+
+
+def _parts(ptype: int, *args: bytes) -> list[bytes]:
+    """A packet whose last argument may be large: one piece, or header and payload."""
+    data = args[-1]
+    if len(data) < _SPLIT:
+        body = b"\0".join(args)
+        return [_pack_header(RES, ptype, len(body)) + body]
+    head = b"\0".join(args[:-1]) + b"\0" if len(args) > 1 else b""
+    return [_pack_header(RES, ptype, len(head) + len(data)) + head, data]
+
+
 def _error(code: bytes, text: bytes) -> bytes:
     return _packet(_T.ERROR, code, text)
 
@@ -395,6 +410,15 @@ class Scheduler:
         if not out:
             self.dirty.append(peer)
         out.append(data)
+
+    def send_parts(self, peer: Peer, parts: list[bytes]) -> None:
+        """Queue the pieces of one packet (see ``_parts``) for ``peer``."""
+        if peer.closed:
+            return
+        out = peer.out
+        if not out:
+            self.dirty.append(peer)
+        out.extend(parts)
 
     def flush(self) -> None:
         """Ask every peer with pending output to write it."""
@@ -878,14 +902,14 @@ class Scheduler:
     def grab_job(self, peer: Peer, args: Args) -> None:
         job = self._assign(peer)
         if job is not None:
-            self.send(peer, _packet(_T.JOB_ASSIGN, job.handle, job.func.name, job.data))
+            self.send_parts(peer, _parts(_T.JOB_ASSIGN, job.handle, job.func.name, job.data))
 
     def grab_job_uniq(self, peer: Peer, args: Args) -> None:
         job = self._assign(peer)
         if job is not None:
-            self.send(
+            self.send_parts(
                 peer,
-                _packet(_T.JOB_ASSIGN_UNIQ, job.handle, job.func.name, job.unique, job.data),
+                _parts(_T.JOB_ASSIGN_UNIQ, job.handle, job.func.name, job.unique, job.data),
             )
 
     def grab_job_all(self, peer: Peer, args: Args) -> None:
@@ -893,12 +917,12 @@ class Scheduler:
         if job is None:
             return
         if job.reducer:
-            packet = _packet(
+            parts = _parts(
                 _T.JOB_ASSIGN_ALL, job.handle, job.func.name, job.unique, job.reducer, job.data
             )
         else:
-            packet = _packet(_T.JOB_ASSIGN_UNIQ, job.handle, job.func.name, job.unique, job.data)
-        self.send(peer, packet)
+            parts = _parts(_T.JOB_ASSIGN_UNIQ, job.handle, job.func.name, job.unique, job.data)
+        self.send_parts(peer, parts)
 
     # ------------------------------------------------------------------ results
 
@@ -909,19 +933,19 @@ class Scheduler:
             return None
         return job
 
-    def _fan_out(self, job: Job, packet: bytes) -> None:
+    def _fan_out(self, job: Job, parts: list[bytes]) -> None:
         for client in job.clients:
-            self.send(client, packet)
+            self.send_parts(client, parts)
 
     def work_data(self, peer: Peer, args: Args) -> None:
         job = self._owned(peer, args[0], ERR_NOT_FOUND_DATA)
         if job is not None and job.clients:
-            self._fan_out(job, _packet(_T.WORK_DATA, args[0], args[1]))
+            self._fan_out(job, _parts(_T.WORK_DATA, args[0], args[1]))
 
     def work_warning(self, peer: Peer, args: Args) -> None:
         job = self._owned(peer, args[0], ERR_NOT_FOUND_DATA)
         if job is not None and job.clients:
-            self._fan_out(job, _packet(_T.WORK_WARNING, args[0], args[1]))
+            self._fan_out(job, _parts(_T.WORK_WARNING, args[0], args[1]))
 
     def work_status(self, peer: Peer, args: Args) -> None:
         job = self._owned(peer, args[0], ERR_NOT_FOUND_RESULT)
@@ -930,14 +954,14 @@ class Scheduler:
         job.numerator = str(atoi(args[1]) & 0xFFFFFFFF).encode()
         job.denominator = str(atoi(args[2]) & 0xFFFFFFFF).encode()
         if job.clients:
-            self._fan_out(job, _packet(_T.WORK_STATUS, *args))
+            self._fan_out(job, [_packet(_T.WORK_STATUS, *args)])
 
     def work_complete(self, peer: Peer, args: Args) -> None:
         job = self._owned(peer, args[0], ERR_NOT_FOUND_RESULT)
         if job is None:
             return
         if job.clients:
-            self._fan_out(job, _packet(_T.WORK_COMPLETE, args[0], args[1]))
+            self._fan_out(job, _parts(_T.WORK_COMPLETE, args[0], args[1]))
         self._count_finished(job, "complete")
         self._remove(job)
 
@@ -949,7 +973,7 @@ class Scheduler:
         if job is None:
             return
         if job.clients:
-            self._fan_out(job, _packet(_T.WORK_FAIL, args[0]))
+            self._fan_out(job, [_packet(_T.WORK_FAIL, args[0])])
         self._count_finished(job, "fail")
         self._remove(job)
 
@@ -958,11 +982,11 @@ class Scheduler:
         if job is None:
             return
         if job.clients:
-            exc = _packet(_T.WORK_EXCEPTION, args[0], args[1])
+            exc = _parts(_T.WORK_EXCEPTION, args[0], args[1])
             # gearmand's quirk: clients without the option get the handle plus a NUL.
-            fail = _packet(_T.WORK_FAIL, args[0], b"")
+            fail = [_packet(_T.WORK_FAIL, args[0], b"")]
             for client in job.clients:
-                self.send(client, exc if client.exceptions else fail)
+                self.send_parts(client, exc if client.exceptions else fail)
         self._count_finished(job, "exception")
         self._remove(job)
 
@@ -1023,8 +1047,7 @@ class Scheduler:
         self.send(peer, packet)
 
     def echo(self, peer: Peer, args: Args) -> None:
-        data = args[0]
-        self.send(peer, encode_header(_T.ECHO_RES, len(data)) + data)
+        self.send_parts(peer, _parts(_T.ECHO_RES, args[0]))
 
     def option(self, peer: Peer, args: Args) -> None:
         # gearmand compares the name as a C string (up to a NUL) and echoes the body.

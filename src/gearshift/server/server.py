@@ -74,6 +74,8 @@ class GearmanServer:
         self._shutdown_task: asyncio.Task[None] | None = None
         self._idle_task: asyncio.Task[None] | None = None
         self._closing = False
+        #: A shutdown asked for while starting: None, or whether it is graceful.
+        self._early_stop: bool | None = None
         self._fd_warned_at = -1e9
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         #: Connections beyond this leave too few descriptors to accept more.
@@ -144,6 +146,8 @@ class GearmanServer:
             "listening on %s",
             ", ".join(f"{h}:{p}" for h, p in self.addresses),
         )
+        if self._early_stop is not None:
+            self.request_shutdown(self._early_stop)
         return list(self.addresses)
 
     async def _listen(self) -> list[asyncio.Server]:
@@ -201,7 +205,16 @@ class GearmanServer:
             await asyncio.shield(self._shutdown_task)
 
     def request_shutdown(self, graceful: bool) -> None:
-        """Start a shutdown from synchronous code (admin command, signal handler)."""
+        """Start a shutdown from synchronous code (admin command, signal handler).
+
+        Called before ``start()`` has finished (a signal during a long replay), the
+        shutdown begins as soon as the server is up.
+        """
+        if self._stopped is None or not self._listeners:
+            self._early_stop = (
+                graceful if self._early_stop is None else self._early_stop and graceful
+            )
+            return
         if self._shutdown_task is None:
             self._shutdown_task = self.loop.create_task(self.shutdown(graceful))
         elif not graceful:
