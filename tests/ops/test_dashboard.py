@@ -78,6 +78,14 @@ def test_dashboard_live_in_chromium(server: ServerThread) -> None:
             submit_background(server.port, b"dash.f", 2)
             expect(row.locator("td.queued")).to_have_text("5", timeout=20_000)
 
+            # Cancel one job from the page (loopback is authorised): it turns "ignored".
+            first = page.locator("#jobs tbody tr[data-handle]").first
+            handle = first.get_attribute("data-handle")
+            first.get_by_role("button", name="cancel").click()
+            expect(page.locator("#message")).to_have_text(f"cancelled {handle}", timeout=20_000)
+            cancelled = page.locator(f'#jobs tbody tr[data-handle="{handle}"] td.state-ignored')
+            expect(cancelled).to_be_visible(timeout=20_000)
+
             # A worker drains the queue: it shows up, and queued falls back to 0.
             worker = RawWorker(server.port, {"dash.f": reverse})
             try:

@@ -201,3 +201,31 @@ def test_tls_worker_sees_jobs_submitted_over_http(tls_server: ServerThread, cert
         wait_for(lambda: worker.done == 1)
     finally:
         worker.close()
+
+
+def test_http_submission_obeys_function_rules(certs: Certs) -> None:
+    from gearshift.server.access import AccessPolicy, FunctionRule
+
+    policy = AccessPolicy(
+        enabled=True,
+        functions=(FunctionRule("paid.*", frozenset({"worker"}), frozenset({"app"})),),
+    )
+    with ServerThread(
+        ssl=True,
+        ssl_certificate=str(certs.server_cert),
+        ssl_key=str(certs.server_key),
+        ssl_ca_file=str(certs.ca),
+        http=True,
+        http_port=0,
+        access=policy,
+    ) as srv:
+        assert srv.server is not None
+        port = srv.server.http_addresses[0][1]
+        bg = {"X-Gearman-Background": "true"}
+        denied = http_raw(port, "POST", "/paid.x", b"1", bg, context=certs.client_context("ops"))
+        assert (denied.status, denied.header("X-Gearman-Command")) == (403, "ERROR")
+        assert denied.body.startswith(b"PERMISSION_DENIED")
+        ok = http_raw(port, "POST", "/paid.x", b"1", bg, context=certs.client_context("app"))
+        assert (ok.status, ok.header("X-Gearman-Command")) == (200, "JOB_CREATED")
+        free = http_raw(port, "POST", "/free.x", b"1", bg, context=certs.client_context("ops"))
+        assert free.status == 200
