@@ -189,3 +189,12 @@ async def test_checklist_28_shutdown_graceful_waits_for_jobs() -> None:
         await srv.server.serve_forever()
         for conn in (a, c, w):
             await conn.close()
+
+
+async def test_admin_line_limit_is_gearmands_8k(server: RunningServer) -> None:
+    a = await Raw.connect(server.address)
+    longest = "x" * 8190  # + CRLF = 8192 bytes: answered
+    assert await a.admin(longest) == f"ERR UNKNOWN_COMMAND Unknown+server+command{longest}\r\n"
+    a.send_raw(b"y" * 8191 + b"\r\n")  # one byte more: dropped, as gearmand does
+    assert await a.closed()
+    await a.close()

@@ -264,3 +264,30 @@ def test_worker_loss_cancels_the_jobs_timer() -> None:
     s.disconnect(w)
     assert clock.pending() == []
     assert s.handles[h].retries == 1
+
+
+def test_ignored_job_known_by_unique_until_reaped_but_not_joined() -> None:
+    s, _ = make()
+    c, c2, w = peer(s), peer(s), peer(s)
+    h = submit(s, c, b"f", b"u")
+    s.disconnect(c)
+    s.get_status_unique(c2, (b"u",))
+    assert take(c2) == [(T.STATUS_RES_UNIQUE, (b"u", b"1", b"0", b"0", b"0", b"0"))]
+    h2 = submit(s, c2, b"f", b"u")  # a fresh job, not the abandoned one
+    assert h2 != h
+    s.can_do(w, (b"f",))
+    assert grab(s, w)[1][0] == h2  # the ignored one is reaped on the way
+    assert h not in s.handles
+
+
+def test_cant_do_while_asleep_stops_wakeups_for_that_function() -> None:
+    s, _ = make()
+    c, w = peer(s), peer(s)
+    s.can_do(w, (b"d1",))
+    s.can_do(w, (b"d2",))
+    s.pre_sleep(w, ())
+    s.cant_do(w, (b"d1",))
+    submit(s, c, b"d1", ptype=T.SUBMIT_JOB_BG)
+    assert take(w) == []
+    submit(s, c, b"d2", ptype=T.SUBMIT_JOB_BG)  # still asleep on d2
+    assert take(w) == [(T.NOOP, ())]

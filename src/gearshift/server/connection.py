@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Final, cast
 
 from gearshift.errors import StoreError
 from gearshift.protocol.admin import TooManyTokens, split_command
-from gearshift.protocol.codec import DEFAULT_MAX_LINE, AdminLine, Event, Packet
+from gearshift.protocol.codec import AdminLine, Event, Packet
 from gearshift.protocol.packets import ARGC, HEADER_SIZE, MAX_PACKET_TYPE, REQ, RES, PacketType
 from gearshift.server import admin
 from gearshift.server.jobs import ERR_MAGIC, NORMAL, Args, DropPeer, Job, Peer, _error, atoi
@@ -61,6 +61,8 @@ class _PendingAdd:
         self.error: bytes | None = None
 
 
+#: The longest admin line, its terminator included (gearmand's buffer size).
+ADMIN_LINE_LIMIT: Final = 8192
 #: Packets larger than this that arrive in pieces get a buffer of their exact size.
 _BIG_PACKET: Final = 256 * 1024
 #: Above this many bytes queued for one peer, write the pieces without joining them.
@@ -252,10 +254,12 @@ class Connection(Peer, asyncio.Protocol):
         end = len(data)
         while pos < end:
             if data[pos]:
-                nl = data.find(b"\n", pos)
+                nl = data.find(b"\n", pos, pos + ADMIN_LINE_LIMIT)
                 if nl < 0:
-                    if end - pos > DEFAULT_MAX_LINE:
-                        self.close(f"admin line longer than {DEFAULT_MAX_LINE} bytes")
+                    if end - pos >= ADMIN_LINE_LIMIT:
+                        # gearmand reads admin lines into an 8 KiB buffer and drops
+                        # the connection when one does not fit.
+                        self.close(f"admin line longer than {ADMIN_LINE_LIMIT} bytes")
                         break
                     rbuf += data[pos:]
                     self.need = end - pos + 1

@@ -537,7 +537,9 @@ class Scheduler:
             key = (name, unique)
         if key is not None:
             existing = self.uniques.get(key)
-            if existing is not None:
+            # An ignored job (its clients left, or cancelled) stays findable by
+            # GET_STATUS_UNIQUE until reaped, as in gearmand, but nobody attaches to it.
+            if existing is not None and not existing.ignore:
                 if peer is not None:
                     if not background:
                         existing.clients.append(peer)
@@ -735,9 +737,6 @@ class Scheduler:
         job.ignore = True
         # Like gearmand, an ignored job no longer counts as persistently queued.
         job.queued_flag = False
-        key = job.key
-        if key is not None and self.uniques.get(key) is job:
-            del self.uniques[key]
         stored = job.stored
         if stored is not None:
             job.stored = None
@@ -816,6 +815,12 @@ class Scheduler:
             peer.timeouts.pop(f, None)
         for job in [j for j in peer.jobs if j.func in gone]:
             self._requeue(job)
+        if peer.sleeping and not peer.noop_sent:
+            # Start a new sleep cycle on the functions it still has, so the entries
+            # left in the dropped functions' sleeper deques no longer wake it.
+            peer.sleep_seq += 1
+            for f in peer.funcs:
+                self._add_sleeper(f, peer)
 
     def _add_sleeper(self, f: Function, peer: Peer) -> None:
         sleepers = f.sleepers
