@@ -228,3 +228,16 @@ def test_checklist_28_sigusr1_graceful() -> None:
             assert wait_exit(srv.proc) == 0
     finally:
         srv.close()
+
+
+def test_checklist_27_syslog_and_coredump_flags_run() -> None:
+    srv = Gearshift(["--syslog", "--coredump", "-t", "4", "--hashtable-buckets", "7"]).start()
+    try:
+        assert talk(srv.port, b"\0REQ\x00\x00\x00\x10\x00\x00\x00\x01x", 13)[-1:] == b"x"
+        assert srv.proc is not None
+        limits = Path(f"/proc/{srv.proc.pid}/limits").read_text()
+        core = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
+        soft, hard = core.split()[4:6]
+        assert soft == hard
+    finally:
+        srv.close()

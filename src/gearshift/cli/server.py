@@ -56,6 +56,15 @@ class LogFile:
         self.handler.setFormatter(logging.Formatter(_FORMAT))
         root = logging.getLogger()
         root.addHandler(self.handler)
+        self.syslog: logging.Handler | None = None
+        if config.syslog:
+            # gearmand --syslog: also log to the local syslog daemon (if there is one).
+            from logging.handlers import SysLogHandler
+
+            address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
+            self.syslog = SysLogHandler(address=address)
+            self.syslog.setFormatter(logging.Formatter("gearshift[%(process)d]: %(message)s"))
+            root.addHandler(self.syslog)
         level = _LEVELS[config.verbose]
         logging.getLogger("gearshift").setLevel(level)
         root.setLevel(level)
@@ -81,6 +90,9 @@ class LogFile:
         logger.info("reopened log file %s", self.path)
 
     def close(self) -> None:
+        if self.syslog is not None:
+            logging.getLogger().removeHandler(self.syslog)
+            self.syslog.close()
         if self.handler is not None:
             logging.getLogger().removeHandler(self.handler)
             self.handler.close()
@@ -238,6 +250,10 @@ def main(argv: list[str]) -> int:
     try:
         if cfg.file_descriptors:
             _raise_fd_limit(cfg.file_descriptors)
+        if cfg.coredump:
+            # gearmand --coredump: allow core files up to the hard limit.
+            hard = resource.getrlimit(resource.RLIMIT_CORE)[1]
+            resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
         if cfg.daemon:
             _daemonize()
         log = LogFile(cfg)
