@@ -107,6 +107,8 @@ def test_dashboard_files_served(server: ServerThread) -> None:
     assert http_raw(http_port(server), "GET", "/dashboard/..%2Fhttp%2Fapp.js").status == 404
     assert http_raw(http_port(server), "GET", "/dashboard/index.html").status == 404
     assert http_raw(http_port(server), "GET", "/favicon.ico").status == 204
+    assert http_raw(http_port(server), "GET", "/api/nope").status == 404
+    assert "api/nope" not in admin(server.port, "status")
 
 
 def data_then_complete(data: bytes) -> tuple[int, bytes]:

@@ -126,3 +126,27 @@ def test_http11_answered_as_11(pair: Pair) -> None:
     # gearmand 1.1.20 always answers HTTP/1.0 (issue #391, fixed in 2.0); gearshift 1.1.
     assert g.version == "HTTP/1.0"
     assert s.version == "HTTP/1.1"
+
+
+def test_function_names_and_header_spellings(pair: Pair) -> None:
+    bg = {"X-Gearman-Background": "true"}
+    cases = [
+        ("/f", b"a", {"X-Gearman-Background": "TRUE"}),
+        ("/f", b"b", {**bg, "X-Gearman-Priority": "HIGH"}),
+        ("/f", b"", bg),  # empty payload with the default unique "-": never coalesced
+        ("/f", b"", bg),
+        ("/f", b"c", {**bg, "X-Gearman-Unique": ""}),
+        ("/f/g", b"d", bg),  # the function is the raw request target ...
+        ("/f?x=1", b"e", bg),  # ... query string included ...
+        ("/f%20g", b"f", bg),  # ... and not percent-decoded, as in gearmand
+    ]
+    for path, body, headers in cases:
+        g, s = both(pair, "POST", path, body, headers)
+        same(g, s)
+        assert s.header("X-Gearman-Command") == "JOB_CREATED"
+    (gsrv, _), (ssrv, _) = pair
+    for command in ("status", "prioritystatus"):
+        assert sorted(admin(ssrv.port, command).splitlines()) == sorted(
+            admin(gsrv.port, command).splitlines()
+        )
+    assert "f%20g\t1\t0\t0" in admin(ssrv.port, "status")

@@ -14,10 +14,13 @@ Routes (GET unless named):
 ``GET|POST|PUT /{function}``       gearmand's HTTP job submission (``gateway``)
 =================================  =====================================================
 
-A function whose name collides with a GET route (``metrics``, ``api``) is still
-reachable with ``POST``.  Authorised means: from a loopback address (unless the access
-rules turn that off), with a TLS client certificate whose name is in the access rules'
-``admin`` list, or with the rules' ``http_token`` as a bearer token.
+A function whose name collides with a GET route (``metrics``, ``api/...``) is still
+reachable with ``POST``.  As in gearmand, the function name is the request target after
+the first ``/``, byte for byte (no percent-decoding, a query string included).
+
+Authorised means: from a loopback address (unless the access rules turn that off), with
+a TLS client certificate whose name is in the access rules' ``admin`` list, or with the
+rules' ``http_token`` as a bearer token.
 """
 
 from __future__ import annotations
@@ -152,6 +155,10 @@ def build_app(server: GearmanServer) -> web.Application:
             pass
         return response
 
+    async def api_unknown(request: web.Request) -> web.StreamResponse:
+        # A typo in an API path must not turn into a job (use POST to reach "api/...").
+        return _json({"error": "no such API endpoint"}, 404)
+
     async def submit(request: web.Request) -> web.StreamResponse:
         return await gateway.submit(request, server)
 
@@ -172,11 +179,12 @@ def build_app(server: GearmanServer) -> web.Application:
     app.router.add_route("GET", "/api/events", api_events)
     app.router.add_route("GET", "/api/jobs/{handle}", api_job)
     app.router.add_route("DELETE", "/api/jobs/{handle}", api_job)
+    app.router.add_get("/api/{rest:.*}", api_unknown)
     for method in ("POST", "PUT"):
         app.router.add_route(method, "/", empty_function)
-        app.router.add_route(method, "/{function}", submit)
+        app.router.add_route(method, "/{function:.+}", submit)
     # No HEAD here: gearmand's HEAD submits a job, which a HEAD must never do.
-    app.router.add_get("/{function}", submit, allow_head=False)
+    app.router.add_get("/{function:.+}", submit, allow_head=False)
     return app
 
 

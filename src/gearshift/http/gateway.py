@@ -136,7 +136,10 @@ def _refusal(packet: Packet, handle: bytes, server: GearmanServer) -> web.Respon
 
 async def submit(request: web.Request, server: GearmanServer) -> web.StreamResponse:
     """Handle ``GET|POST|PUT /{function}`` the way gearmand's HTTP plugin does."""
-    function = request.match_info.get("function", "").encode("utf-8", "surrogateescape")
+    # As gearmand: the function is the request target after the first "/", byte for
+    # byte (no percent-decoding, a query string included), so a worker registered under
+    # the literal name gets the job.
+    function = request.raw_path[1:].encode("utf-8", "surrogateescape")
     if not function:
         return web.Response(status=404, text="no function given\n")
     headers = request.headers
