@@ -578,8 +578,9 @@ class Scheduler:
         """The store made a deferred job durable: queue it and answer JOB_CREATED."""
         job.pending = False
         job.stored = stored
-        if job.ignore or not job.alive:
-            # Every client that coalesced onto it left meanwhile.
+        if job.ignore or not job.alive or stored.coalesced:
+            # Every client that coalesced onto it left meanwhile, or (a clustered
+            # store) another server already holds this unique: acknowledged, not queued.
             job.stored = None
             self._notify_done(stored)
             if job.alive:
@@ -741,6 +742,26 @@ class Scheduler:
         if stored is not None:
             job.stored = None
             self._notify_done(stored)
+
+    def withdraw(self, job: Job) -> bool:
+        """Give up a queued stored job without touching the store (cluster fencing).
+
+        Called when this server's cluster lease has run out: another server may take
+        the job over, so it must not run here too.  Running and pending jobs are left
+        alone.  Foreground clients that coalesced onto it get WORK_FAIL.
+        """
+        if not job.alive or job.ignore or job.worker is not None or job.pending:
+            return False
+        if job.stored is None:
+            return False
+        job.stored = None
+        fail = _packet(_T.WORK_FAIL, job.handle)
+        for client in job.clients:
+            self.send(client, fail)
+            client.listening.discard(job)
+        job.clients = []
+        self._ignore(job)
+        return True
 
     def cancel(self, handle: bytes) -> bool:
         """Admin ``cancel job``: WORK_FAIL to its clients, leave the store, ignore it."""
