@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -229,3 +230,15 @@ def test_http_submission_obeys_function_rules(certs: Certs) -> None:
         assert (ok.status, ok.header("X-Gearman-Command")) == (200, "JOB_CREATED")
         free = http_raw(port, "POST", "/free.x", b"1", bg, context=certs.client_context("ops"))
         assert free.status == 200
+
+
+@pytest.mark.slow
+def test_silent_peer_on_tls_port_is_dropped(tls_server: ServerThread) -> None:
+    # It connects and never starts a handshake: the server gives up after 10 s.
+    with socket.create_connection(("127.0.0.1", tls_server.port), timeout=40) as s:
+        started = time.monotonic()
+        try:
+            assert s.recv(65536) == b""
+        except ConnectionResetError:
+            pass
+        assert 5 < time.monotonic() - started < 35

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 #: How often a graceful shutdown checks whether the last job is gone.
 _DRAIN_POLL = 0.05
+#: Seconds a TLS peer gets to complete its handshake.
+_TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 class _LoopTimers:
@@ -166,6 +168,8 @@ class GearmanServer:
             backlog=cfg.backlog,
             reuse_address=True,
             ssl=self.tls_context,
+            # A peer that never finishes its handshake must not hold a slot for a minute.
+            ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT if self.tls_context else None,
         )
         return [server]
 
