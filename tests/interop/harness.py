@@ -107,13 +107,26 @@ class Close:
 
 
 @dataclass(frozen=True)
+class Leave:
+    """Close ``conn`` and wait until the server has noticed, so later steps do not race it.
+
+    The connection first names itself with SET_CLIENT_ID (behind an unrecorded echo
+    barrier); after closing, a private connection polls ``workers`` until that name is
+    gone.  The poller stays open for the rest of the conversation and so shows up in
+    later ``workers`` listings as ``~poller`` (on both servers alike).
+    """
+
+    conn: str
+
+
+@dataclass(frozen=True)
 class Sleep:
     """Let time pass on the server (timers: CAN_DO_TIMEOUT, epoch jobs)."""
 
     seconds: float
 
 
-Step = Send | Recv | Sync | Admin | ExpectClose | Quiet | Close | Sleep
+Step = Send | Recv | Sync | Admin | ExpectClose | Quiet | Close | Leave | Sleep
 
 
 @dataclass(frozen=True)
@@ -346,6 +359,7 @@ class Player:
         self.norm = _Normaliser()
         self.degraded = False
         self.barrier = 0
+        self.poller: RawConnection | None = None
 
     def conn(self, name: str) -> RawConnection:
         if name not in self.conns:
@@ -422,6 +436,8 @@ class Player:
         elif isinstance(st, Close):
             self.lines.append(f"{st.conn} -> close")
             self.conn(st.conn).close()
+        elif isinstance(st, Leave):
+            self._leave(st.conn)
         else:
             time.sleep(st.seconds)
 
@@ -446,6 +462,57 @@ class Player:
                     self.lines.append(f"{name} <- sync")
                     return
             self._record_message(name, kind, msg)
+
+    def _barrier(self, c: RawConnection, name: str) -> bool:
+        """Echo round trip on ``c``; anything else that arrives first is recorded."""
+        self.barrier += 1
+        marker = b"barrier-%d" % self.barrier
+        c.send(encode_request(PacketType.ECHO_REQ, marker))
+        deadline = self._deadline(READ_TIMEOUT)
+        while True:
+            try:
+                kind, msg = c.read_packet_or_line(deadline)
+            except _TimedOut:
+                self._timeout(name, "barrier")
+                return False
+            except _Closed:
+                self.lines.append(f"{name} <- CLOSED")
+                return False
+            if kind == "packet" and isinstance(msg, Packet):
+                if msg.type == PacketType.ECHO_RES and msg.args == (marker,):
+                    return True
+            self._record_message(name, kind, msg)
+
+    def _leave(self, name: str) -> None:
+        c = self.conn(name)
+        ident = b"leaving-" + name.encode()
+        c.send(encode_request(PacketType.SET_CLIENT_ID, ident))
+        if not self._barrier(c, name):
+            return
+        self.lines.append(f"{name} -> close")
+        c.close()
+        if self.poller is None:
+            self.poller = RawConnection(self.port)
+            self.poller.send(encode_request(PacketType.SET_CLIENT_ID, b"~poller"))
+            if not self._barrier(self.poller, "~poller"):
+                return
+        needle = b" " + ident + b" :"
+        deadline = self._deadline(READ_TIMEOUT)
+        while True:
+            self.poller.send(b"workers\r\n")
+            try:
+                listing = [self.poller.read_line(deadline)]
+                while listing[-1] != _ADMIN_LIST_END:
+                    listing.append(self.poller.read_line(deadline))
+            except (_TimedOut, _Closed):
+                self._timeout(name, "the server to notice the close")
+                return
+            if not any(needle in line for line in listing):
+                return
+            if time.monotonic() > deadline:
+                self._timeout(name, "the server to notice the close")
+                return
+            time.sleep(0.02)
 
     def _admin(self, name: str, line: bytes) -> None:
         c = self.conn(name)
@@ -475,6 +542,8 @@ class Player:
     def close(self) -> None:
         for c in self.conns.values():
             c.close()
+        if self.poller is not None:
+            self.poller.close()
 
 
 def play(port: int, steps: Iterable[Step]) -> list[str]:
