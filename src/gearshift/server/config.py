@@ -50,6 +50,11 @@ QUEUE_FLAGS: Final = (
     "libmemcached-prefix",
     "libtokyocabinet-file",
     "libtokyocabinet-optimize",
+    # gearshift: servers sharing a postgresql:// store as a cluster (server/cluster.py).
+    "cluster-name",
+    "cluster-lease",
+    "cluster-heartbeat",
+    "cluster-node",
 )
 #: Queue flags that take no value.
 QUEUE_SWITCHES: Final = ("store-queue-on-shutdown",)
