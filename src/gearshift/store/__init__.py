@@ -13,11 +13,18 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 from gearshift.errors import ConfigError
-from gearshift.store.base import CommitStats, GroupCommitStore, Store, StoredJob
+from gearshift.store.base import (
+    ClusterSettings,
+    CommitStats,
+    GroupCommitStore,
+    Store,
+    StoredJob,
+)
 from gearshift.store.memory import MemoryStore
 
 __all__ = [
     "DEFAULT_SQLITE_PATH",
+    "ClusterSettings",
     "CommitStats",
     "GroupCommitStore",
     "MemoryStore",
@@ -102,15 +109,44 @@ def _sqlite_from_url(url: str, options: Mapping[str, str]) -> Store:
     )
 
 
-def _postgres_from_url(url: str) -> Store:
+def _cluster(q: dict[str, str], options: Mapping[str, str]) -> ClusterSettings | None:
+    """Cluster settings from a URL query or the ``--cluster-*`` flags (which win).
+
+    The URL form is ``?cluster=NAME&lease=S&heartbeat=S&node=X``.  None when no
+    cluster name is given.
+    """
+    values: dict[str, str] = {
+        k: q.pop(k) for k in ("cluster", "lease", "heartbeat", "node") if k in q
+    }
+    for key in ("name", "lease", "heartbeat", "node"):
+        flag = options.get(f"cluster-{key}")
+        if flag is not None:
+            values["cluster" if key == "name" else key] = flag
+    name = values.get("cluster", "")
+    if not name:
+        if len(values) > ("cluster" in values):
+            raise ConfigError("cluster lease/heartbeat/node need a cluster name (--cluster-name)")
+        return None
+    lease = _float(values.get("lease", "10"), "cluster lease")
+    heartbeat = _float(values.get("heartbeat", str(min(2.0, lease / 3))), "cluster heartbeat")
+    if not 0 < heartbeat < lease:
+        raise ConfigError(
+            f"cluster heartbeat ({heartbeat:g}s) must be positive and shorter than the"
+            f" lease ({lease:g}s)"
+        )
+    return ClusterSettings(name=name, node=values.get("node", ""), lease=lease, heartbeat=heartbeat)
+
+
+def _postgres_from_url(url: str, options: Mapping[str, str]) -> Store:
     mod = _module("postgres")
     parts = urlsplit(url)
     q = _query(parts)
     table = q.pop("table", "queue")
+    cluster = _cluster(q, options)
     # Every other query parameter is asyncpg's (sslmode, ...); keep them in the DSN.
     query = "&".join(f"{k}={v}" for k, v in q.items())
     dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
-    store: Store = mod.PostgresStore(dsn, table=table)
+    store: Store = mod.PostgresStore(dsn, table=table, cluster=cluster)
     return store
 
 
@@ -175,7 +211,7 @@ def open_store(queue: str | None = None, options: Mapping[str, str] | None = Non
     if lower.startswith("sqlite:"):
         return _sqlite_from_url(name, opts)
     if lower.startswith(("postgresql:", "postgres:")):
-        return _postgres_from_url(name)
+        return _postgres_from_url(name, opts)
     if lower.startswith(("redis:", "rediss:", "unix:")):
         return _redis_from_url(name)
     if lower.startswith(("mysql:", "mariadb:")):
@@ -197,6 +233,7 @@ def open_store(queue: str | None = None, options: Mapping[str, str] | None = Non
             None,
             connect_kwargs=mod.parse_conninfo(opts.get("libpq-conninfo", "")),
             table=opts.get("libpq-table") or "queue",
+            cluster=_cluster({}, opts),
         )
         return store
     if lower == "redis":

@@ -15,7 +15,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from gearshift.errors import StoreError
 from gearshift.protocol.packets import Priority
@@ -38,6 +38,40 @@ class StoredJob:
     when: int = 0
     #: Set by the store in ``add`` (or ``replay``); handed back to ``done``.  Opaque.
     key: object = field(default=None, compare=False)
+    #: Set by a clustered store's ``add`` when another server of the cluster already
+    #: holds a job with this (function, unique): it is acknowledged but not queued here.
+    coalesced: bool = field(default=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """Several servers sharing one store as a cluster (PostgreSQL only).
+
+    Attributes:
+        name: the cluster's name; servers with the same store and name form one cluster.
+        node: this server's name in the cluster, stable across restarts (the server
+            fills in ``host:port`` when empty).
+        lease: seconds a member stays alive without renewing its lease; after that the
+            others take over its background jobs.
+        heartbeat: seconds between lease renewals (and takeover polls).
+    """
+
+    name: str
+    node: str = ""
+    lease: float = 10.0
+    heartbeat: float = 2.0
+
+
+class _Coalesced:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "COALESCED"
+
+
+#: What a clustered store's ``_commit`` returns for an add that coalesced onto a job
+#: another member of the cluster already holds.
+COALESCED: Final = _Coalesced()
 
 
 class Store(abc.ABC):
@@ -73,6 +107,28 @@ class Store(abc.ABC):
     def describe(self) -> str:
         """One line for logs and admin output, without secrets."""
         return self.name
+
+    async def list_jobs(self, limit: int) -> list[StoredJob]:
+        """At most ``limit`` stored jobs, oldest first (admin ``show stored jobs``).
+
+        Raises:
+            StoreError: the store is not open or the backend failed while reading.
+        """
+        out: list[StoredJob] = []
+        if limit <= 0:
+            return out
+        jobs = self.replay()
+        try:
+            async for job in jobs:
+                out.append(job)
+                if len(out) >= limit:
+                    break
+        finally:
+            # Stopping early: let the generator release its cursor or lock now.
+            aclose = getattr(jobs, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return out
 
 
 # --------------------------------------------------------------------------------------
@@ -137,6 +193,8 @@ class GroupCommitStore(Store, Generic[RowT]):
         self._down: str | None = None
         self._opened = False
         self._closed = False
+        # Serialises commits with reads that share the connection (``list_jobs``).
+        self._io_lock = asyncio.Lock()
 
     # -- what a backend provides ----------------------------------------------------
 
@@ -154,7 +212,11 @@ class GroupCommitStore(Store, Generic[RowT]):
 
     @abc.abstractmethod
     async def _commit(self, rows: list[RowT], dones: list[object]) -> list[object]:
-        """Insert ``rows`` and delete ``dones`` in one transaction; return the new keys."""
+        """Insert ``rows`` and delete ``dones`` in one transaction; return the new keys.
+
+        A clustered store may return, in a row's place, ``COALESCED`` (a duplicate of a
+        job another member holds) or a ``StoreError`` (that add alone is refused).
+        """
 
     @abc.abstractmethod
     def _replay(self) -> AsyncIterator[StoredJob]:
@@ -228,6 +290,19 @@ class GroupCommitStore(Store, Generic[RowT]):
         except Exception as exc:
             raise StoreError(f"{self.describe()}: replay failed: {_reason(exc)}") from exc
 
+    async def list_jobs(self, limit: int) -> list[StoredJob]:
+        """At most ``limit`` stored jobs, oldest first, read between two commits.
+
+        Raises:
+            StoreError: the store is not open or down, or the backend failed.
+        """
+        if not self._opened or self._closed:
+            raise StoreError(f"{self.describe()}: store is not open")
+        if self._down is not None:
+            raise StoreError(f"{self.describe()} is unavailable: {self._down}")
+        async with self._io_lock:
+            return await super().list_jobs(limit)
+
     async def close(self) -> None:
         """Finish the commit in flight, retry kept deletes once, disconnect."""
         if self._closed:
@@ -266,11 +341,12 @@ class GroupCommitStore(Store, Generic[RowT]):
             keys = self._retry_dones + [key for key, _ in dones]
             self._retry_dones = []
             try:
-                if self.commit_timeout is None:
-                    new_keys = await self._commit([row for _, row, _ in adds], keys)
-                else:
-                    async with asyncio.timeout(self.commit_timeout):
+                async with self._io_lock:
+                    if self.commit_timeout is None:
                         new_keys = await self._commit([row for _, row, _ in adds], keys)
+                    else:
+                        async with asyncio.timeout(self.commit_timeout):
+                            new_keys = await self._commit([row for _, row, _ in adds], keys)
             except Exception as exc:
                 reason = _reason(exc)
                 self.stats.failures += 1
@@ -296,6 +372,15 @@ class GroupCommitStore(Store, Generic[RowT]):
             self.stats.dones += len(keys)
             self.stats.largest_batch = max(self.stats.largest_batch, len(adds) + len(keys))
             for (job, _, fut), key in zip(adds, new_keys, strict=True):
+                if isinstance(key, StoreError):
+                    # Refused alone (a clustered store whose lease is gone).
+                    self.stats.adds -= 1
+                    if not fut.done():
+                        fut.set_exception(key)
+                    continue
+                if key is COALESCED:
+                    job.coalesced = True
+                    key = None
                 job.key = key
                 if not fut.done():
                     fut.set_result(None)

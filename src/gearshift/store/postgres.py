@@ -10,18 +10,42 @@ their own ``id BIGSERIAL`` key, so equal or empty uniques never collide; a table
 gearmand created (``UNIQUE (unique_key, function_name)``, no id) is migrated on open.
 New tables keep names and uniques as ``bytea`` (exact bytes); a gearmand table keeps
 its ``varchar`` columns, which then need UTF-8 names and uniques.
+
+Cluster mode (``ClusterSettings``; gearshift.server.cluster runs the policy): several
+servers share the table.  Each row carries ``cluster``, ``owner`` (the node that holds
+it) and ``owner_epoch``; a second table ``<table>_members`` holds one lease row per
+node: ``epoch`` grows on every (re)join, ``lease_until`` is extended by each heartbeat.
+Every time comparison uses the database's ``now()``, so the servers' clocks do not
+matter.  The rules that make it safe:
+
+- an add commits only while its node's lease row is valid, read ``FOR SHARE`` in the
+  same transaction: a claimer (which locks the dead node's row ``FOR SHARE`` too, and
+  its jobs ``FOR UPDATE SKIP LOCKED``) cannot miss a row that is being inserted, and a
+  node whose lease ran out cannot add jobs that nobody would claim;
+- a heartbeat only extends a lease that has not run out, and only for the current
+  epoch; a node that comes back late must rejoin (new epoch) and then holds only the
+  rows still marked as its own;
+- a partial unique index on (cluster, function, unique) for non-empty uniques makes a
+  duplicate add coalesce (``ON CONFLICT DO NOTHING``) onto the job some member holds.
+
+Cluster operations (join, heartbeat, claims, listings) use a second connection, so
+they never wait behind a group commit.  Its notifications (LISTEN) wake the others
+when a member leaves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
 from gearshift.errors import StoreError
-from gearshift.store.base import GroupCommitStore, StoredJob
+from gearshift.store.base import COALESCED, ClusterSettings, GroupCommitStore, StoredJob
 from gearshift.store.sqlite import as_bytes, as_priority, as_when, check_identifier
 
 logger = logging.getLogger(__name__)
@@ -30,6 +54,32 @@ logger = logging.getLogger(__name__)
 PgRow = tuple[bytes | str, bytes | str, int, bytes, int]
 
 _REPLAY_CHUNK = 1000
+#: Jobs taken over from a dead member per transaction.
+CLAIM_CHUNK = 2000
+#: The LISTEN/NOTIFY channel of every gearshift cluster (payload: cluster, event, node).
+CHANNEL = "gearshift_cluster"
+
+_COLUMNS = "id, unique_key, function_name, priority, data, when_to_run"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One node of a cluster as its lease row shows it."""
+
+    node: str
+    epoch: int
+    address: str
+    pid: int
+    #: Seconds since the lease was last renewed.
+    age: float
+    #: Seconds left on the lease (negative: expired that long ago).
+    remaining: float
+    #: Background jobs the node holds in the store.
+    jobs: int
+
+
+class LeaseLost(StoreError):
+    """This node's lease ran out (or a newer incarnation of it joined)."""
 
 
 class PostgresStore(GroupCommitStore[PgRow]):
@@ -53,15 +103,25 @@ class PostgresStore(GroupCommitStore[PgRow]):
         connect_kwargs: Mapping[str, Any] | None = None,
         table: str = "queue",
         connect_timeout: float = 5.0,
+        cluster: ClusterSettings | None = None,
     ) -> None:
         super().__init__()
         self.dsn = dsn
         self.connect_kwargs = dict(connect_kwargs or {})
         self.table = check_identifier(table)
         self.connect_timeout = connect_timeout
+        self.cluster = cluster
+        self.members_table = check_identifier(self.table + "_members")
+        #: This node's current epoch while it holds its lease; None before joining
+        #: and after the lease was lost (adds are refused then).
+        self.epoch: int | None = None
         self._conn: Any = None
+        self._ctl: Any = None
+        self._ctl_lock = asyncio.Lock()
+        self._listener: Callable[[str], None] | None = None
         self._text_names = False
         self._insert_sql = ""
+        self._delete_sql = ""
 
     def describe(self) -> str:
         kw = self.connect_kwargs
@@ -69,7 +129,10 @@ class PostgresStore(GroupCommitStore[PgRow]):
             where = self.dsn.split("@")[-1].split("?")[0]
         else:
             where = f"{kw.get('host', '')}:{kw.get('port', '')}/{kw.get('database', '')}"
-        return f"postgres:{where} table {self.table}"
+        text = f"postgres:{where} table {self.table}"
+        if self.cluster is not None:
+            text += f" cluster {self.cluster.name} node {self.cluster.node}"
+        return text
 
     async def _connect(self) -> None:
         await self._disconnect()
@@ -123,12 +186,48 @@ class PostgresStore(GroupCommitStore[PgRow]):
         self._text_names = cols.get("unique_key") != "bytea"
         name_type = "text" if self._text_names else "bytea"
         when_type = "int" if cols.get("when_to_run") == "integer" else "bigint"
+        if self.cluster is not None:
+            await self._ensure_cluster_tables(conn, name_type, when_type)
+            return
         self._insert_sql = (
             f"WITH gone AS (DELETE FROM {t} WHERE id = ANY($6::bigint[]))"
             f" INSERT INTO {t} (unique_key, function_name, priority, data, when_to_run)"
             " SELECT u, f, p, d, w FROM unnest("
             f"$1::{name_type}[], $2::{name_type}[], $3::int[], $4::bytea[], $5::{when_type}[])"
             " WITH ORDINALITY AS x(u, f, p, d, w, n) ORDER BY n RETURNING id"
+        )
+
+    async def _ensure_cluster_tables(self, conn: Any, name_type: str, when_type: str) -> None:
+        t, m = self.table, self.members_table
+        async with conn.transaction():
+            # Servers starting together would race on CREATE INDEX IF NOT EXISTS.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", t)
+            await conn.execute(
+                f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS cluster TEXT,"
+                " ADD COLUMN IF NOT EXISTS owner TEXT,"
+                " ADD COLUMN IF NOT EXISTS owner_epoch BIGINT"
+            )
+            await conn.execute(
+                f"CREATE UNIQUE INDEX IF NOT EXISTS {t}_cluster_unique"
+                f" ON {t} (cluster, function_name, unique_key) WHERE {_CLUSTER_UNIQUE}"
+            )
+            await conn.execute(f"CREATE INDEX IF NOT EXISTS {t}_owner ON {t} (cluster, owner)")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {m} (cluster TEXT NOT NULL, node TEXT NOT NULL,"
+                " epoch BIGINT NOT NULL, address TEXT NOT NULL DEFAULT '',"
+                " pid INTEGER NOT NULL DEFAULT 0, started TIMESTAMPTZ NOT NULL,"
+                " renewed TIMESTAMPTZ NOT NULL, lease_until TIMESTAMPTZ NOT NULL,"
+                " PRIMARY KEY (cluster, node))"
+            )
+        self._delete_sql = f"DELETE FROM {t} WHERE id = ANY($1::bigint[])"
+        self._insert_sql = (
+            f"INSERT INTO {t} (cluster, owner, owner_epoch, unique_key, function_name,"
+            " priority, data, when_to_run)"
+            " SELECT $6, $7, $8, u, f, p, d, w FROM unnest("
+            f"$1::{name_type}[], $2::{name_type}[], $3::int[], $4::bytea[], $5::{when_type}[])"
+            " WITH ORDINALITY AS x(u, f, p, d, w, n) ORDER BY n"
+            f" ON CONFLICT (cluster, function_name, unique_key) WHERE {_CLUSTER_UNIQUE}"
+            " DO NOTHING RETURNING id, function_name, unique_key"
         )
 
     async def _disconnect(self) -> None:
@@ -167,32 +266,361 @@ class PostgresStore(GroupCommitStore[PgRow]):
         for row in rows:
             for i, value in enumerate(row):
                 cols[i].append(value)
+        if self.cluster is not None:
+            return await self._cluster_commit(rows, cols, dones)
         records = await self._conn.fetch(self._insert_sql, *cols, dones)
         return [r[0] for r in records]
+
+    async def _cluster_commit(
+        self, rows: list[PgRow], cols: list[list[Any]], dones: list[object]
+    ) -> list[object]:
+        assert self.cluster is not None
+        conn = self._conn
+        epoch = self.epoch
+        out: list[object] = []
+        async with conn.transaction():
+            if dones:
+                # Finished jobs are deleted whoever holds them now: never fenced.
+                await conn.execute(self._delete_sql, dones)
+            if not rows:
+                return out
+            held = epoch is not None and await conn.fetchval(
+                f"SELECT 1 FROM {self.members_table} WHERE cluster = $1 AND node = $2"
+                " AND epoch = $3 AND lease_until > now() FOR SHARE",
+                self.cluster.name,
+                self.cluster.node,
+                epoch,
+            )
+            if not held:
+                err = LeaseLost(
+                    f"{self.describe()}: job not stored: this server's cluster lease has run"
+                    " out (it rejoins by itself)"
+                )
+                return [err] * len(rows)
+            records = await conn.fetch(
+                self._insert_sql, *cols, self.cluster.name, self.cluster.node, epoch
+            )
+        # RETURNING keeps the insert order; a row that is missing coalesced.
+        i = 0
+        for unique, function, *_ in rows:
+            if i < len(records) and (records[i][2], records[i][1]) == (unique, function):
+                out.append(records[i][0])
+                i += 1
+            else:
+                out.append(COALESCED)
+        return out
 
     async def _replay(self) -> AsyncIterator[StoredJob]:
         if self._conn is None:
             raise StoreError(f"{self.describe()}: store is not open")
         last = 0
+        extra: tuple[str, ...] = ()
+        if self.cluster is None:
+            where = ""
+        else:
+            # A member replays only the rows it holds; the others are theirs.
+            where, extra = (
+                " AND cluster = $3 AND owner = $4",
+                (self.cluster.name, self.cluster.node),
+            )
         while True:
             rows = await self._conn.fetch(
-                "SELECT id, unique_key, function_name, priority, data, when_to_run"
-                f" FROM {self.table} WHERE id > $1 ORDER BY id LIMIT $2",
+                f"SELECT {_COLUMNS} FROM {self.table} WHERE id > $1{where} ORDER BY id LIMIT $2",
                 last,
                 _REPLAY_CHUNK,
+                *extra,
             )
             if not rows:
                 return
-            for row_id, unique, function, priority, data, when in rows:
-                last = row_id
-                yield StoredJob(
-                    function=as_bytes(function),
-                    unique=as_bytes(unique),
-                    data=as_bytes(data),
-                    priority=as_priority(priority),
-                    when=as_when(when),
-                    key=row_id,
+            for row in rows:
+                last = row[0]
+                yield _job(row)
+
+    # -- cluster --------------------------------------------------------------------
+
+    def _settings(self) -> ClusterSettings:
+        if self.cluster is None:
+            raise StoreError(f"{self.describe()}: not a cluster store")
+        return self.cluster
+
+    async def _ctl_call(self, fn: Callable[[Any], Any]) -> Any:
+        """Run ``fn(connection)`` on the cluster connection, (re)connecting it first."""
+        async with self._ctl_lock:
+            if self._ctl is None or self._ctl.is_closed():
+                self._ctl = None
+                ctl = await asyncpg.connect(
+                    self.dsn, timeout=self.connect_timeout, **self.connect_kwargs
                 )
+                if self._listener is not None:
+                    await ctl.add_listener(CHANNEL, self._on_notify)
+                self._ctl = ctl
+            try:
+                return await fn(self._ctl)
+            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+                await self._drop_ctl()
+                raise
+
+    async def _drop_ctl(self) -> None:
+        ctl, self._ctl = self._ctl, None
+        if ctl is not None:
+            try:
+                await ctl.close(timeout=1)
+            except Exception:
+                ctl.terminate()
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        cluster, _, rest = payload.partition("|")
+        if self.cluster is not None and cluster == self.cluster.name and self._listener:
+            self._listener(rest)
+
+    async def listen(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback("event|node")`` for every notification of this cluster."""
+        self._listener = callback
+        await self._ctl_call(lambda c: c.add_listener(CHANNEL, self._on_notify))
+
+    async def _notify(self, conn: Any, event: str) -> None:
+        c = self._settings()
+        await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{c.name}|{event}|{c.node}")
+
+    async def join(self, address: str = "") -> int:
+        """Take (or renew) this node's lease under a new epoch; return the epoch."""
+        c = self._settings()
+
+        async def run(conn: Any) -> int:
+            epoch: int = await conn.fetchval(
+                f"INSERT INTO {self.members_table} AS m (cluster, node, epoch, address, pid,"
+                " started, renewed, lease_until) VALUES ($1, $2, 1, $3, $4, now(), now(),"
+                " now() + make_interval(secs => $5)) ON CONFLICT (cluster, node) DO UPDATE"
+                " SET epoch = m.epoch + 1, address = $3, pid = $4, started = now(),"
+                " renewed = now(), lease_until = now() + make_interval(secs => $5)"
+                " RETURNING epoch",
+                c.name,
+                c.node,
+                address,
+                os.getpid(),
+                c.lease,
+            )
+            await self._notify(conn, "join")
+            return epoch
+
+        epoch: int = await self._ctl_call(run)
+        self.epoch = epoch
+        return epoch
+
+    async def renew(self) -> bool:
+        """Extend the lease; False when it had already run out (or a newer epoch joined)."""
+        c = self._settings()
+        epoch = self.epoch
+        if epoch is None:
+            return False
+        row = await self._ctl_call(
+            lambda conn: conn.fetchval(
+                f"UPDATE {self.members_table} SET renewed = now(),"
+                " lease_until = now() + make_interval(secs => $4)"
+                " WHERE cluster = $1 AND node = $2 AND epoch = $3 AND lease_until > now()"
+                " RETURNING 1",
+                c.name,
+                c.node,
+                epoch,
+                c.lease,
+            )
+        )
+        if row is None:
+            self.epoch = None
+            return False
+        return True
+
+    async def set_address(self, address: str) -> None:
+        """Record where this node listens (shown by ``cluster``)."""
+        c = self._settings()
+        await self._ctl_call(
+            lambda conn: conn.execute(
+                f"UPDATE {self.members_table} SET address = $3 WHERE cluster = $1 AND node = $2",
+                c.name,
+                c.node,
+                address,
+            )
+        )
+
+    async def leave(self) -> None:
+        """End this node's lease now, so the others take over what it still holds."""
+        c = self._settings()
+        epoch, self.epoch = self.epoch, None
+        if epoch is None:
+            return
+
+        async def run(conn: Any) -> None:
+            await conn.execute(
+                f"UPDATE {self.members_table} SET lease_until = now() - interval '1 second'"
+                " WHERE cluster = $1 AND node = $2 AND epoch = $3",
+                c.name,
+                c.node,
+                epoch,
+            )
+            await self._notify(conn, "leave")
+
+        await self._ctl_call(run)
+
+    def lose_lease(self) -> None:
+        """This node no longer holds its lease (its deadline passed): refuse adds."""
+        self.epoch = None
+
+    async def members(self) -> list[Member]:
+        """Every node of the cluster with its lease and the number of jobs it holds."""
+        c = self._settings()
+        rows = await self._ctl_call(
+            lambda conn: conn.fetch(
+                "SELECT node, epoch, address, pid,"
+                " extract(epoch FROM now() - renewed)::float8,"
+                " extract(epoch FROM lease_until - now())::float8,"
+                f" (SELECT count(*) FROM {self.table} t"
+                "   WHERE t.cluster = m.cluster AND t.owner = m.node)"
+                f" FROM {self.members_table} m WHERE cluster = $1 ORDER BY node",
+                c.name,
+            )
+        )
+        return [Member(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+
+    async def expired(self) -> tuple[list[str], float | None]:
+        """(members whose lease ran out and that still hold jobs, seconds to the next expiry)."""
+        c = self._settings()
+        rows = await self._ctl_call(
+            lambda conn: conn.fetch(
+                "SELECT node, extract(epoch FROM lease_until - now())::float8,"
+                f" EXISTS (SELECT 1 FROM {self.table} t"
+                "   WHERE t.cluster = m.cluster AND t.owner = m.node)"
+                f" FROM {self.members_table} m WHERE cluster = $1 AND node <> $2",
+                c.name,
+                c.node,
+            )
+        )
+        dead = [r[0] for r in rows if r[1] <= 0 and r[2]]
+        ahead = [r[1] for r in rows if r[1] > 0]
+        return dead, (min(ahead) if ahead else None)
+
+    async def claim(self, node: str, limit: int = CLAIM_CHUNK) -> list[StoredJob]:
+        """Take over up to ``limit`` jobs of ``node`` if its lease has run out.
+
+        Each job goes to exactly one claimant (``FOR UPDATE SKIP LOCKED``).  Returns
+        the jobs now held by this node, oldest first; empty when ``node`` is alive again
+        or holds nothing more.
+
+        Raises:
+            LeaseLost: this node's own lease has run out.
+        """
+        c = self._settings()
+        epoch = self.epoch
+        if epoch is None:
+            raise LeaseLost(f"{self.describe()}: not holding a lease")
+        t, m = self.table, self.members_table
+
+        async def run(conn: Any) -> list[Any]:
+            async with conn.transaction():
+                mine = await conn.fetchval(
+                    f"SELECT 1 FROM {m} WHERE cluster = $1 AND node = $2 AND epoch = $3"
+                    " AND lease_until > now() FOR SHARE",
+                    c.name,
+                    c.node,
+                    epoch,
+                )
+                if mine is None:
+                    raise LeaseLost(f"{self.describe()}: lease ran out")
+                dead = await conn.fetchval(
+                    f"SELECT 1 FROM {m} WHERE cluster = $1 AND node = $2"
+                    " AND lease_until <= now() FOR SHARE",
+                    c.name,
+                    node,
+                )
+                if dead is None:
+                    return []
+                rows: list[Any] = await conn.fetch(
+                    f"UPDATE {t} SET owner = $2, owner_epoch = $3 WHERE id IN"
+                    f" (SELECT id FROM {t} WHERE cluster = $1 AND owner = $4 ORDER BY id"
+                    f" LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING {_COLUMNS}",
+                    c.name,
+                    c.node,
+                    epoch,
+                    node,
+                    limit,
+                )
+                return rows
+
+        try:
+            rows = await self._ctl_call(run)
+        except LeaseLost:
+            self.epoch = None
+            raise
+        return [_job(r) for r in sorted(rows, key=lambda r: int(r[0]))]
+
+    async def own_jobs(self, after: int, limit: int) -> list[StoredJob]:
+        """Jobs this node holds with a key above ``after``, oldest first (after a rejoin)."""
+        c = self._settings()
+        rows = await self._ctl_call(
+            lambda conn: conn.fetch(
+                f"SELECT {_COLUMNS} FROM {self.table} WHERE cluster = $1 AND owner = $2"
+                " AND id > $3 ORDER BY id LIMIT $4",
+                c.name,
+                c.node,
+                after,
+                limit,
+            )
+        )
+        return [_job(r) for r in rows]
+
+    async def list_jobs(self, limit: int) -> list[StoredJob]:
+        """At most ``limit`` stored jobs, oldest first (all members' jobs in a cluster)."""
+        if self.cluster is None:
+            return await super().list_jobs(limit)
+        if limit <= 0:
+            return []
+        rows = await self._ctl_call(
+            lambda conn: conn.fetch(
+                f"SELECT {_COLUMNS} FROM {self.table} WHERE cluster = $1 ORDER BY id LIMIT $2",
+                self._settings().name,
+                limit,
+            )
+        )
+        return [_job(r) for r in rows]
+
+    async def open(self) -> None:
+        """Connect and create the tables; in a cluster, also join it (take the lease).
+
+        Joining comes before ``replay``: a member still claiming this node's jobs
+        holds its lease row, so the join waits for that claim to commit and the replay
+        then sees exactly the rows left to this node.
+        """
+        await super().open()
+        if self.cluster is not None:
+            try:
+                epoch = await self.join()
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise StoreError(f"{self.describe()}: cannot join the cluster: {exc}") from exc
+            logger.info(
+                "cluster %s: node %s joined (epoch %d)", self.cluster.name, self.cluster.node, epoch
+            )
+
+    async def close(self) -> None:
+        """Flush, then drop both connections."""
+        await super().close()
+        async with self._ctl_lock:
+            await self._drop_ctl()
+
+
+_CLUSTER_UNIQUE = "cluster IS NOT NULL AND octet_length(unique_key) > 0 AND unique_key <> '-'"
+
+
+def _job(row: Any) -> StoredJob:
+    row_id, unique, function, priority, data, when = tuple(row)[:6]
+    return StoredJob(
+        function=as_bytes(function),
+        unique=as_bytes(unique),
+        data=as_bytes(data),
+        priority=as_priority(priority),
+        when=as_when(when),
+        key=row_id,
+    )
 
 
 def parse_conninfo(conninfo: str) -> dict[str, Any]:

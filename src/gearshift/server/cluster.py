@@ -1,0 +1,397 @@
+"""Several gearshift servers sharing one PostgreSQL store, with takeover.
+
+How it works (the SQL and its locking are in ``gearshift.store.postgres``):
+
+- Start-up: the store joins the cluster when it opens (a lease row, a new epoch), then
+  the server replays the jobs this node still holds.  ``prepare`` names the node
+  (``host:port`` unless ``--cluster-node`` says otherwise) before that happens.
+- Heartbeat: every ``heartbeat`` seconds the lease is renewed.  The renewal only
+  succeeds while the lease is still valid, so a server that was paused or cut off
+  for longer than its lease learns that it lost it.
+- Self-fencing: the lease runs, as far as this server knows, until the time it sent
+  its last successful renewal plus the lease length (the database's deadline is no
+  earlier).  When that moment passes without a renewal, a timer withdraws every
+  queued background job from the scheduler and the store refuses adds, because
+  another member may now take those jobs over.  The server then rejoins with a new
+  epoch as soon as the database answers, and queues again the jobs still marked as
+  its own.
+- Takeover: each tick looks for members whose lease has run out and that still hold
+  jobs, and claims them in chunks (``FOR UPDATE SKIP LOCKED``: one claimant per job);
+  the claimed jobs are queued here through ``Scheduler.replay`` with their priority,
+  unique and epoch time.  A member that shuts down cleanly ends its lease and sends
+  a notification, so the others take over at once; otherwise they wake when the
+  lease expires (the tick sleeps until the next expiry, never longer than a
+  heartbeat).
+- Admin: ``cluster`` lists the members, ``show store`` names the store in use and
+  ``show stored jobs [N]`` lists what the store holds; these read the database, so
+  they are answered asynchronously (``admin_later``).
+
+Delivery is at-least-once: a job that was running on a server that died is run again
+by the server that takes it over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import socket
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from gearshift.errors import StoreError
+from gearshift.protocol import admin as text
+from gearshift.store.base import StoredJob
+
+if TYPE_CHECKING:
+    from gearshift.server.server import GearmanServer
+    from gearshift.store.postgres import Member, PostgresStore
+
+logger = logging.getLogger(__name__)
+
+#: Default and largest row counts for ``show stored jobs``.
+STORED_JOBS_DEFAULT = 1000
+STORED_JOBS_MAX = 100_000
+#: Jobs re-read per query when rejoining after a lost lease.
+_ADOPT_CHUNK = 2000
+
+
+def prepare(server: GearmanServer) -> ClusterNode | None:
+    """Before the store opens: name this node and return its cluster runner, if any."""
+    store = server.store
+    cluster = getattr(store, "cluster", None)
+    if cluster is None:
+        logger.info("queue store: %s", store.describe())
+        return None
+    if not cluster.node:
+        host = socket.gethostname() or "localhost"
+        port = server.config.port
+        node = f"{host}:{port}" if port else f"{host}:pid{server.getpid()}"
+        store.cluster = dataclasses.replace(cluster, node=node)  # type: ignore[attr-defined]
+    logger.info("queue store: %s", store.describe())
+    return ClusterNode(server, store)  # type: ignore[arg-type]
+
+
+class ClusterNode:
+    """Runs the lease, the self-fencing and the takeover for one server.
+
+    Args:
+        server: the server whose scheduler receives jobs taken over.
+        store: its clustered PostgreSQL store.
+    """
+
+    def __init__(self, server: GearmanServer, store: PostgresStore) -> None:
+        assert store.cluster is not None
+        self.server = server
+        self.store = store
+        self.settings = store.cluster
+        self.loop = asyncio.get_running_loop()
+        #: loop.time() by which the lease must be renewed (set before the store joins).
+        self.deadline = self.loop.time() + self.settings.lease
+        self.fenced = False
+        #: Jobs taken over from other members, and jobs withdrawn on a lost lease.
+        self.claimed = 0
+        self.withdrawn = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._fence_timer: asyncio.TimerHandle | None = None
+        self._closing = False
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def node(self) -> str:
+        return self.store.cluster.node if self.store.cluster else ""
+
+    async def start(self) -> None:
+        """After the replay: listen for the others' notifications, start the ticks."""
+        self._arm_fence()
+        try:
+            await self.store.listen(self._notified)
+            await self.store.set_address(self._address())
+        except Exception as exc:
+            logger.warning("cluster %s: LISTEN failed (%s); polling only", self.name, exc)
+        self._task = self.loop.create_task(self._run())
+        logger.info(
+            "cluster %s: node %s, lease %gs, heartbeat %gs",
+            self.name,
+            self.node,
+            self.settings.lease,
+            self.settings.heartbeat,
+        )
+
+    async def close(self) -> None:
+        """Stop ticking and end the lease, so the others take over what is left."""
+        self._closing = True
+        if self._fence_timer is not None:
+            self._fence_timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        try:
+            await self.store.leave()
+        except Exception as exc:
+            logger.warning("cluster %s: could not end the lease: %s", self.name, exc)
+
+    # ------------------------------------------------------------------ ticks
+
+    def _notified(self, payload: str) -> None:
+        event, _, node = payload.partition("|")
+        if node != self.node:
+            logger.debug("cluster %s: %s %s", self.name, node, event)
+            self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            pause = self.settings.heartbeat
+            try:
+                pause = await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning("cluster %s: tick failed: %s", self.name, exc)
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(max(pause, 0.01)):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _tick(self) -> float:
+        """Renew (or rejoin), then take over expired members; return the pause."""
+        store = self.store
+        if store.epoch is None:
+            await self._rejoin()
+        else:
+            sent = self.loop.time()
+            if await store.renew():
+                self.deadline = sent + self.settings.lease
+                self._arm_fence()
+            else:
+                logger.error(
+                    "cluster %s: node %s lost its lease (renewed too late)", self.name, self.node
+                )
+                self._fence()
+                await self._rejoin()
+        dead, next_expiry = await store.expired()
+        for node in dead:
+            await self._take_over(node)
+        pause = self.settings.heartbeat
+        if next_expiry is not None:
+            # Wake right after the next member's lease would run out.
+            pause = min(pause, next_expiry + 0.05)
+        return pause
+
+    async def _take_over(self, node: str) -> None:
+        sched = self.server.scheduler
+        total = 0
+        while not self._closing:
+            jobs = await self.store.claim(node)
+            if not jobs:
+                break
+            for stored in jobs:
+                self._queue(stored)
+            sched.flush()
+            total += len(jobs)
+        if total:
+            self.claimed += total
+            logger.warning(
+                "cluster %s: took over %d jobs of %s (lease expired)", self.name, total, node
+            )
+
+    def _queue(self, stored: StoredJob) -> None:
+        if self.server.scheduler.replay(stored) is None:
+            # Coalesced onto a job queued here already (or refused): it runs once.
+            self.server.spawn(self.store.done(stored))
+
+    async def _rejoin(self) -> None:
+        sent = self.loop.time()
+        epoch = await self.store.join(self._address())
+        self.deadline = sent + self.settings.lease
+        self.fenced = False
+        self._arm_fence()
+        sched = self.server.scheduler
+        held = {job.stored.key for job in sched.handles.values() if job.stored is not None}
+        after = 0
+        adopted = 0
+        while True:
+            jobs = await self.store.own_jobs(after, _ADOPT_CHUNK)
+            if not jobs:
+                break
+            for stored in jobs:
+                after = int(stored.key)  # type: ignore[call-overload]
+                if stored.key not in held:
+                    self._queue(stored)
+                    adopted += 1
+            sched.flush()
+        logger.error(
+            "cluster %s: node %s rejoined (epoch %d); %d of its jobs queued again",
+            self.name,
+            self.node,
+            epoch,
+            adopted,
+        )
+
+    # ------------------------------------------------------------------ fencing
+
+    def _arm_fence(self) -> None:
+        if self._fence_timer is not None:
+            self._fence_timer.cancel()
+        if not self._closing:
+            self._fence_timer = self.loop.call_at(self.deadline, self._deadline_passed)
+
+    def _deadline_passed(self) -> None:
+        self._fence_timer = None
+        if self.loop.time() >= self.deadline and not self.fenced:
+            logger.error(
+                "cluster %s: node %s could not renew its lease in time; its queued jobs"
+                " are left to the other members",
+                self.name,
+                self.node,
+            )
+            self._fence()
+            self._wake.set()
+
+    def _fence(self) -> None:
+        """Withdraw every queued background job: another member may take it over."""
+        if self.fenced:
+            return
+        self.fenced = True
+        self.store.lose_lease()
+        sched = self.server.scheduler
+        n = 0
+        for job in list(sched.handles.values()):
+            if sched.withdraw(job):
+                n += 1
+        sched.flush()
+        self.withdrawn += n
+        logger.error("cluster %s: withdrew %d queued jobs", self.name, n)
+
+    def _address(self) -> str:
+        return ",".join(f"{h}:{p}" for h, p in self.server.addresses)
+
+    # ------------------------------------------------------------------ views
+
+    async def members(self) -> list[Member]:
+        """The cluster's members as the database shows them."""
+        return await self.store.members()
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The cluster as a JSON-ready dict (``/api/cluster``)."""
+        members = await self.members()
+        return {
+            "cluster": self.name,
+            "node": self.node,
+            "epoch": self.store.epoch,
+            "lease": self.settings.lease,
+            "heartbeat": self.settings.heartbeat,
+            "fenced": self.fenced,
+            "claimed": self.claimed,
+            "withdrawn": self.withdrawn,
+            "members": [
+                {
+                    "node": m.node,
+                    "epoch": m.epoch,
+                    "address": m.address,
+                    "pid": m.pid,
+                    "alive": m.remaining > 0,
+                    "lease_age": round(m.age, 3),
+                    "lease_remaining": round(m.remaining, 3),
+                    "jobs": m.jobs,
+                }
+                for m in members
+            ],
+        }
+
+
+# ---------------------------------------------------------------------- admin
+
+
+def admin_later(server: GearmanServer, tokens: list[bytes]) -> Coroutine[Any, Any, bytes] | None:
+    """The admin commands that read the store: a coroutine for the reply, or None.
+
+    ``cluster``: one row per member: node, epoch, state (self/alive/expired), seconds
+    since its last renewal, seconds left on its lease, jobs it holds, address.
+    ``show store``: the store in use.  ``show stored jobs [N]``: up to N (default 1000)
+    stored jobs: key, function, unique, priority, epoch time, data length.
+    """
+    if not tokens:
+        return None
+    words = [t.lower() for t in tokens]
+    if words == [b"cluster"]:
+        return _cluster_reply(server)
+    if words == [b"show", b"store"]:
+        return _store_reply(server)
+    if words[:3] == [b"show", b"stored", b"jobs"] and len(words) <= 4:
+        limit = STORED_JOBS_DEFAULT
+        if len(words) == 4:
+            if not words[3].isdigit():
+                return _const(text.invalid_arguments(tokens[0]))
+            limit = min(int(words[3]), STORED_JOBS_MAX)
+        return _stored_jobs_reply(server, limit)
+    return None
+
+
+async def _const(reply: bytes) -> bytes:
+    return reply
+
+
+def _err(code: bytes, message: str) -> bytes:
+    return b"ERR " + code + b" " + message.replace(" ", "+").encode(errors="replace") + b"\r\n"
+
+
+async def _cluster_reply(server: GearmanServer) -> bytes:
+    node: ClusterNode | None = getattr(server, "cluster", None)
+    if node is None:
+        return _err(b"NO_CLUSTER", "this server's store is not clustered")
+    try:
+        members = await node.members()
+    except (StoreError, OSError, Exception) as exc:
+        return _err(b"QUEUE_ERROR", str(exc))
+    rows = []
+    for m in members:
+        state = b"self" if m.node == node.node else b"alive" if m.remaining > 0 else b"expired"
+        rows.append(
+            (
+                m.node.encode(),
+                str(m.epoch).encode(),
+                state,
+                f"{m.age:.3f}".encode(),
+                f"{m.remaining:.3f}".encode(),
+                str(m.jobs).encode(),
+                m.address.encode(),
+            )
+        )
+    return text.render_rows(rows)
+
+
+async def _store_reply(server: GearmanServer) -> bytes:
+    store = server.store
+    cluster = getattr(store, "cluster", None)
+    row = [
+        store.name.encode(),
+        store.describe().encode(),
+        b"persistent" if store.persistent else b"memory",
+        cluster.name.encode() if cluster is not None else b"-",
+    ]
+    return text.render_rows([row])
+
+
+async def _stored_jobs_reply(server: GearmanServer, limit: int) -> bytes:
+    try:
+        jobs = await server.store.list_jobs(limit)
+    except Exception as exc:
+        return _err(b"QUEUE_ERROR", str(exc))
+    return text.render_rows(
+        (
+            str(job.key).encode(),
+            job.function,
+            job.unique,
+            str(int(job.priority)).encode(),
+            str(job.when).encode(),
+            str(len(job.data)).encode(),
+        )
+        for job in jobs
+    )
