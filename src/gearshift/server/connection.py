@@ -19,15 +19,16 @@ import ipaddress
 import logging
 import socket
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from struct import Struct
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from gearshift.errors import StoreError
 from gearshift.protocol.admin import TooManyTokens, split_command
 from gearshift.protocol.codec import AdminLine, Event, Packet
 from gearshift.protocol.packets import ARGC, HEADER_SIZE, MAX_PACKET_TYPE, REQ, RES, PacketType
 from gearshift.server import admin
+from gearshift.server.cluster import admin_later
 from gearshift.server.jobs import ERR_MAGIC, NORMAL, Args, DropPeer, Job, Peer, _error, atoi
 from gearshift.store.base import StoredJob
 
@@ -59,6 +60,16 @@ class _PendingAdd:
         self.done = False
         #: The ERROR packet to answer instead of JOB_CREATED.
         self.error: bytes | None = None
+
+
+class _PendingReply:
+    """An admin reply that needs the store (gearshift.server.cluster.admin_later)."""
+
+    __slots__ = ("done", "reply")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.reply = b""
 
 
 #: The longest admin line, its terminator included (gearmand's buffer size).
@@ -116,7 +127,7 @@ class Connection(Peer, asyncio.Protocol):
         self.track_idle = server.config.idle_timeout is not None
         self.backlog: deque[Event] = deque()
         #: Replies in submit order: pending store adds and answers queued behind them.
-        self.fifo: deque[_PendingAdd | bytes] = deque()
+        self.fifo: deque[_PendingAdd | _PendingReply | bytes] = deque()
         self.blocked = False
         self.paused_for_write = False
         self.paused_for_backlog = False
@@ -416,9 +427,26 @@ class Connection(Peer, asyncio.Protocol):
         except TooManyTokens as exc:
             self.close(f"admin command: {exc}")
             return False
+        later = admin_later(self.server, tokens)
+        if later is not None:
+            # Answered when the store has; later events wait behind it in the fifo.
+            entry = _PendingReply()
+            self.fifo.append(entry)
+            self.blocked = True
+            self.server.track(self.server.loop.create_task(self._admin_reply(entry, later)))
+            return True
         reply = admin.execute(self.sched, self.server, self, tokens)
         self.sched.send(self, reply)
         return True
+
+    async def _admin_reply(self, entry: _PendingReply, later: Coroutine[Any, Any, bytes]) -> None:
+        try:
+            entry.reply = await later
+        except Exception as exc:
+            logger.exception("admin command failed")
+            entry.reply = b"ERR UNKNOWN_ERROR " + type(exc).__name__.encode() + b"\r\n"
+        entry.done = True
+        self._release()
 
     # ------------------------------------------------------------------ store
 
@@ -483,7 +511,9 @@ class Connection(Peer, asyncio.Protocol):
             if not head.done:
                 break
             fifo.popleft()
-            if head.error is None:
+            if isinstance(head, _PendingReply):
+                sched.send(self, head.reply)
+            elif head.error is None:
                 sched.activate(head.job, self, head.stored)
             else:
                 sched.abort(head.job, self, head.error)
