@@ -85,6 +85,7 @@ def test_dashboard_live_in_chromium(server: ServerThread) -> None:
             expect(page.locator("#message")).to_have_text(f"cancelled {handle}", timeout=20_000)
             cancelled = page.locator(f'#jobs tbody tr[data-handle="{handle}"] td.state-ignored')
             expect(cancelled).to_be_visible(timeout=20_000)
+            page.screenshot(path=str(ARTIFACTS / "dashboard-queued.png"), full_page=True)
 
             # A worker drains the queue: it shows up, and queued falls back to 0.
             worker = RawWorker(server.port, {"dash.f": reverse})
