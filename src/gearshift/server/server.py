@@ -20,6 +20,8 @@ from typing import Any
 
 from gearshift import __version__
 from gearshift.server.access import PeerGate
+from gearshift.server.cluster import ClusterNode
+from gearshift.server.cluster import prepare as prepare_cluster
 from gearshift.server.config import ServerConfig
 from gearshift.server.connection import Connection, is_loopback
 from gearshift.server.jobs import Peer, Scheduler
@@ -89,6 +91,8 @@ class GearmanServer:
         self.http: Any = None
         self.http_addresses: list[tuple[str, int]] = []
         self.started_at = time.monotonic()
+        #: Lease and takeover when the store is a clustered PostgreSQL (issue 7).
+        self.cluster: ClusterNode | None = None
         self.loop: asyncio.AbstractEventLoop
         self.scheduler: Scheduler
         self.store: Store
@@ -123,6 +127,8 @@ class GearmanServer:
             store_done=self._store_done if self.persistent else None,
         )
         self._install_ops()
+        # Names this node and logs the store in use; the store joins its cluster in open().
+        self.cluster = prepare_cluster(self)
         await self.store.open()
         if self.persistent:
             replayed = 0
@@ -140,6 +146,8 @@ class GearmanServer:
             for sock in listener.sockets:
                 addr = sock.getsockname()
                 self.addresses.append((str(addr[0]), int(addr[1])))
+        if self.cluster is not None:
+            await self.cluster.start()
         if cfg.http:
             await self._start_http()
         if cfg.idle_timeout:
@@ -247,6 +255,9 @@ class GearmanServer:
             self._idle_task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5.0)
+        if self.cluster is not None:
+            # Ends the lease: the other members take over what is left at once.
+            await self.cluster.close()
         try:
             await self.store.close()
         except Exception:
