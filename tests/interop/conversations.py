@@ -1274,6 +1274,18 @@ MORE = [
         grab("w"),
     ),
     conv(
+        "resubmit_unique_of_abandoned_job",
+        submit("c", P.SUBMIT_JOB, b"ra", b"same", b"old"),
+        Leave("c"),
+        submit("c2", P.SUBMIT_JOB, b"ra", b"same", b"new"),
+        can_do("w", b"ra"),
+        grab("w", P.GRAB_JOB_UNIQ),
+        grab("w", P.GRAB_JOB_UNIQ),
+        Quiet("c2", 0.3),
+        doc="gearmand attaches the new client to the abandoned job, which the next GRAB"
+        " discards: the client waits forever; gearshift starts a fresh job",
+    ),
+    conv(
         "pre_sleep_without_can_do",
         Send("w", req(P.PRE_SLEEP)),
         Sync("w"),

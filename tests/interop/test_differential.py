@@ -285,6 +285,24 @@ DELIBERATE_DIFFERENCES: dict[str, Difference] = {
             "a <- ADMIN [b'queued\\t1\\t1\\t1\\n', b'.\\n']",
         ),
     ),
+    "resubmit_unique_of_abandoned_job": Difference(
+        reason="gearmand attaches a new submit to an abandoned job with the same unique (its"
+        " only client left); the next GRAB discards that job and the new client waits"
+        " forever. gearshift gives the new submit a fresh job",
+        gearmand_shows="c2 <- JOB_CREATED(b'H:#1')",
+        gearshift=(
+            "c -> SUBMIT_JOB(b'ra', b'same', b'old')",
+            "c <- JOB_CREATED(b'H:#1')",
+            "c -> close",
+            "c2 -> SUBMIT_JOB(b'ra', b'same', b'new')",
+            "c2 <- JOB_CREATED(b'H:#2')",
+            "w -> CAN_DO(b'ra')",
+            "w -> GRAB_JOB_UNIQ()",
+            "w <- JOB_ASSIGN_UNIQ(b'H:#2', b'ra', b'same', b'new')",
+            "w -> GRAB_JOB_UNIQ()",
+            "w <- NO_JOB()",
+        ),
+    ),
     "admin_shutdown": Difference(
         reason="gearmand removed `shutdown` in 1.1.15 (PR #40); gearshift accepts it from"
         " loopback peers (issue 2) and stops: every connection closes, the port closes",
