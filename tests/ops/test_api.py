@@ -96,6 +96,7 @@ def test_event_stream_sends_frames(server: ServerThread) -> None:
     frame = json.loads(data[6:])
     assert {"server", "functions", "workers", "jobs", "counters"} <= set(frame)
     assert any(f["name"] == "sse.f" for f in frame["functions"])
+    assert frame["workers_total"] == 0 and frame["workers"] == []
 
 
 def test_dashboard_files_served(server: ServerThread) -> None:

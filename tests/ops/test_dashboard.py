@@ -73,6 +73,7 @@ def test_dashboard_live_in_chromium(server: ServerThread) -> None:
             submit_background(server.port, b"dash.f", 3)
             expect(row.locator("td.queued")).to_have_text("3", timeout=20_000)
             expect(page.locator("#t-queued")).to_have_text("3", timeout=20_000)
+            expect(page.locator("#t-workers")).to_have_text("0", timeout=20_000)
             expect(page.locator("#jobs tbody tr[data-handle]")).to_have_count(3, timeout=20_000)
 
             submit_background(server.port, b"dash.f", 2)
@@ -92,6 +93,7 @@ def test_dashboard_live_in_chromium(server: ServerThread) -> None:
             try:
                 expect(row.locator("td.queued")).to_have_text("0", timeout=20_000)
                 expect(page.locator("#workers tbody tr")).to_have_count(1, timeout=20_000)
+                expect(page.locator("#t-workers")).to_have_text("1", timeout=20_000)
                 expect(page.locator("#workers tbody")).to_contain_text("dash.f")
                 # Give the throughput chart a few frames to draw.
                 page.wait_for_timeout(2500)

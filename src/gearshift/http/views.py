@@ -147,9 +147,23 @@ def jobs(server: GearmanServer, *, function: str | None = None, limit: int = 100
     return rows
 
 
-def snapshot(server: GearmanServer, job_limit: int = 100) -> dict[str, Any]:
-    """One dashboard frame: status, workers and the first jobs."""
+def snapshot(
+    server: GearmanServer, job_limit: int = 100, worker_limit: int = 200
+) -> dict[str, Any]:
+    """One dashboard frame: status, the first workers and the first jobs.
+
+    Both lists are capped so that a frame stays small with thousands of workers or a
+    million queued jobs; ``workers_total`` and ``server.jobs`` give the real counts.
+    """
     out = status(server)
-    out["workers"] = workers(server)
+    rows: list[dict[str, Any]] = []
+    total = 0
+    for peer in server.scheduler.peers:
+        if peer.abilities:
+            total += 1
+            if len(rows) < worker_limit:
+                rows.append(_peer_row(peer))
+    out["workers"] = rows
+    out["workers_total"] = total
     out["jobs"] = jobs(server, limit=job_limit)
     return out

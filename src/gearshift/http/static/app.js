@@ -117,7 +117,7 @@ function render(frame) {
   fill($("functions").tBodies[0], frows, 7, "no functions yet");
   $("t-queued").textContent = queued;
   $("t-running").textContent = running;
-  $("t-workers").textContent = frame.workers.length;
+  $("t-workers").textContent = frame.workers_total;
   $("t-conns").textContent = s.connections;
   const c = frame.counters;
   $("t-failed").textContent = c.finished.fail + c.finished.exception;
