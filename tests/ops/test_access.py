@@ -216,3 +216,20 @@ def test_http_cancel_needs_authorisation(guarded: ServerThread) -> None:
         rows = read_admin(s)
     ignored = {line.split("\t")[0] for line in rows.splitlines() if line.endswith("\t1\t0")}
     assert set(handles[:2]) <= ignored
+
+
+@pytest.mark.parametrize(("line", "allowed"), [*PROTECTED, ("shutdown", "OK")])
+def test_untrusted_loopback_needs_an_identity(certs: Certs, line: str, allowed: str) -> None:
+    # Without the extra address (no root): loopback made untrusted gives the same paths.
+    policy = AccessPolicy(enabled=True, admin=frozenset({"ops"}), admin_from_loopback=False)
+    with ServerThread(
+        access=policy,
+        ssl=True,
+        ssl_certificate=str(certs.server_cert),
+        ssl_key=str(certs.server_key),
+        ssl_ca_file=str(certs.ca),
+    ) as srv:
+        refused = admin_from(srv, "127.0.0.1", line, certs.client_context("app"))
+        assert refused.startswith("ERR PERMISSION_DENIED"), refused
+        reply = admin_from(srv, "127.0.0.1", line, certs.client_context("ops"))
+        assert reply.startswith(allowed), reply
