@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.interop.harness import RawConnection
+from gearshift.protocol import Packet, PacketType
+from tests.interop.harness import RawConnection, req
 from tests.procs import ServerProcess
 
 #: Generous: the machine is shared and libgearman peers are started per test.
@@ -84,6 +85,19 @@ def admin_command(srv: ServerProcess, line: str) -> list[bytes]:
             while lines[-1] != b".\n":
                 lines.append(conn.read_line(deadline))
         return lines
+    finally:
+        conn.close()
+
+
+def unique_status(srv: ServerProcess, unique: bytes) -> tuple[bytes, ...]:
+    """GET_STATUS_UNIQUE over a raw socket: (unique, known, running, num, den, waiting clients)."""
+    conn = RawConnection(srv.port)
+    try:
+        conn.send(req(PacketType.GET_STATUS_UNIQUE, unique))
+        kind, packet = conn.read_packet_or_line(time.monotonic() + PEER_TIMEOUT)
+        assert kind == "packet" and isinstance(packet, Packet), packet
+        assert packet.type == PacketType.STATUS_RES_UNIQUE, packet
+        return packet.args
     finally:
         conn.close()
 

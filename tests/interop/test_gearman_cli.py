@@ -19,6 +19,8 @@ from tests.interop.peers import (
     host_args,
     require_program,
     status,
+    unique_status,
+    wait_for,
     wait_status,
     wait_workers,
 )
@@ -157,3 +159,30 @@ def test_several_workers_share_jobs(make_any_server: ServerFactory) -> None:
         assert results == [b"job0", b"job1", b"job2", b"job3"]
         assert finish(w1)[0] == 0
         assert finish(w2)[0] == 0
+
+
+def test_worker_with_several_functions(make_any_server: ServerFactory) -> None:
+    srv = make_any_server()
+    argv = _worker(host_args(srv), "-c", "2", "-f", "fa", "-f", "fb", "--", "rev")
+    with background(argv) as w:
+        wait_workers(srv, "fa")
+        wait_workers(srv, "fb")
+        assert gearman(srv, "-f", "fa", "abc").stdout == b"cba"
+        assert gearman(srv, "-f", "fb", "xyz").stdout == b"zyx"
+        assert finish(w)[0] == 0
+
+
+def test_foreground_clients_with_same_unique_share_one_job(make_any_server: ServerFactory) -> None:
+    srv = make_any_server()
+    client = [require_program("gearman"), *host_args(srv), "-u", "shared", "-f", "co"]
+    with background([*client, "first"]) as c1:
+        # the second client must coalesce onto the queued job, not race it
+        wait_for(lambda: status(srv).get("co", (0, 0, 0))[0] == 1, "first submit")
+        with background([*client, "second"]) as c2:
+            wait_for(lambda: unique_status(srv, b"shared")[5] == b"2", "second client attached")
+            with background(_worker(host_args(srv), "-c", "1", "-f", "co", "--", "rev")) as w:
+                assert finish(w)[0] == 0
+            # one job ran, with the first submit's payload, and both clients got its result
+            assert finish(c1) == (0, b"tsrif", b"")
+            assert finish(c2) == (0, b"tsrif", b"")
+    wait_status(srv, "co", (0, 0, 0))

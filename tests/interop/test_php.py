@@ -48,6 +48,11 @@ $w->addFunction('whoami', function (GearmanJob $job) use (&$done) {
     echo "job ", $job->unique(), " ", $job->workload(), "\n";
     return $job->unique() . '|' . $job->functionName() . '|' . $job->workload();
 });
+// registered with a timeout: libgearman sends CAN_DO_TIMEOUT
+$w->addFunction('timed', function (GearmanJob $job) use (&$done) {
+    $done++;
+    return 'timed:' . $job->workload();
+}, null, 5);
 // work() also returns after a failed job or a NOOP, so count the jobs themselves
 while ($done < $count) {
     $w->work();
@@ -106,7 +111,8 @@ def test_php_client_and_worker(make_any_server: ServerFactory, scripts: tuple[Pa
     with background([php, str(worker), str(srv.port), "5"]) as w:
         wait_workers(srv, "whoami")
         rows = admin_command(srv, "workers")
-        assert any(b" php-worker : reverse fail whoami\n" in r for r in rows), rows
+        assert any(b" php-worker : reverse fail whoami timed\n" in r for r in rows), rows
+        assert status(srv)["timed"] == (0, 0, 1)
         res = run([php, str(client), str(srv.port)])
         assert res.stderr == b""
         assert res.stdout.decode().splitlines() == [
