@@ -261,10 +261,7 @@ class ClusterNode:
         self.fenced = True
         self.store.lose_lease()
         sched = self.server.scheduler
-        n = 0
-        for job in list(sched.handles.values()):
-            if sched.withdraw(job):
-                n += 1
+        n = sched.withdraw_stored()
         sched.flush()
         self.withdrawn += n
         logger.error("cluster %s: withdrew %d queued jobs", self.name, n)

@@ -743,25 +743,37 @@ class Scheduler:
             job.stored = None
             self._notify_done(stored)
 
-    def withdraw(self, job: Job) -> bool:
-        """Give up a queued stored job without touching the store (cluster fencing).
+    def withdraw_stored(self) -> int:
+        """Give up every queued stored job without touching the store (cluster fencing).
 
         Called when this server's cluster lease has run out: another server may take
-        the job over, so it must not run here too.  Running and pending jobs are left
-        alone.  Foreground clients that coalesced onto it get WORK_FAIL.
+        these jobs over, so they must not run here too.  Running and pending jobs are
+        left alone.  Foreground clients that coalesced onto one get WORK_FAIL.
+        Returns how many jobs were withdrawn.
         """
-        if not job.alive or job.ignore or job.worker is not None or job.pending:
-            return False
-        if job.stored is None:
-            return False
-        job.stored = None
-        fail = _packet(_T.WORK_FAIL, job.handle)
-        for client in job.clients:
-            self.send(client, fail)
-            client.listening.discard(job)
-        job.clients = []
-        self._ignore(job)
-        return True
+        gone: list[Job] = []
+        for f in self.functions.values():
+            for q in f.queues:
+                if any(job.stored is not None for job in q):
+                    keep = [job for job in q if job.stored is None]
+                    gone += [job for job in q if job.stored is not None]
+                    q.clear()
+                    q.extend(keep)
+        if any(entry[2].stored is not None for entry in self._epoch_heap):
+            for entry in self._epoch_heap:
+                job = entry[2]
+                if job.stored is not None:
+                    job.func.delayed[job.priority] -= 1
+                    gone.append(job)
+            self._epoch_heap = [e for e in self._epoch_heap if e[2].stored is None]
+            heapq.heapify(self._epoch_heap)
+        for job in gone:
+            job.stored = None
+            fail = _packet(_T.WORK_FAIL, job.handle)
+            for client in job.clients:
+                self.send(client, fail)
+            self._remove(job)
+        return len(gone)
 
     def cancel(self, handle: bytes) -> bool:
         """Admin ``cancel job``: WORK_FAIL to its clients, leave the store, ignore it."""
