@@ -28,7 +28,15 @@ from gearshift.errors import (
     JobTimeout,
     ServerError,
 )
-from gearshift.protocol.adminreplies import FunctionStatus, JobInfo, PriorityStatus, WorkerInfo
+from gearshift.protocol.adminreplies import (
+    ClusterMember,
+    FunctionStatus,
+    JobInfo,
+    PriorityStatus,
+    StoredJobInfo,
+    StoreInfo,
+    WorkerInfo,
+)
 from gearshift.protocol.client import JobStatus
 from gearshift.protocol.packets import Priority
 
@@ -41,6 +49,7 @@ __all__ = [
     "AsyncJob",
     "AsyncWorker",
     "Client",
+    "ClusterMember",
     "ConnectionLost",
     "FunctionStatus",
     "GearmanError",
@@ -58,6 +67,8 @@ __all__ = [
     "PriorityStatus",
     "ServerAddress",
     "ServerError",
+    "StoreInfo",
+    "StoredJobInfo",
     "WorkComplete",
     "WorkData",
     "WorkException",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -19,6 +20,7 @@ from tests.cluster.conftest import (
     wait_for,
     worker,
 )
+from tests.procs import Gearshift
 
 pytestmark = [pytest.mark.postgres]
 
@@ -40,11 +42,11 @@ async def _submit_all(cluster: Cluster, uniques: list[bytes], acked: set[bytes])
     raise AssertionError(f"{len(todo)} jobs were never acknowledged")
 
 
-async def _until(cond: object, timeout: float, what: str) -> float:
+async def _until(cond: Callable[[], bool], limit: float, what: str) -> float:
     start = time.monotonic()
-    while not cond():  # type: ignore[operator]
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    while not cond():
+        if time.monotonic() - start > limit:
+            raise AssertionError(f"timed out after {limit}s waiting for {what}")
         await asyncio.sleep(0.05)
     return time.monotonic() - start
 
@@ -92,20 +94,20 @@ async def test_kill_one_of_three_mid_run_loses_nothing(cluster: Cluster) -> None
         assert admin(port, "show stored jobs 10") == []
 
 
-def _took_over_lines(servers: list[object]) -> list[str]:
+def _took_over_lines(servers: list[Gearshift]) -> list[str]:
     lines = []
     for srv in servers:
-        for line in srv.log_text().splitlines():  # type: ignore[attr-defined]
+        for line in srv.log_text().splitlines():
             if "took over" in line:
                 lines.append(line[line.index("took over") :])
     return lines
 
 
-async def _drain(ports: list[int], runs: Runs, until: object, timeout: float) -> float:
+async def _drain(ports: list[int], runs: Runs, until: Callable[[], bool], limit: float) -> float:
     stop = asyncio.Event()
     tasks = [asyncio.create_task(worker(p, FUNCTION, runs, stop)) for p in ports for _ in range(2)]
     try:
-        return await _until(until, timeout, "the workers to run every job")
+        return await _until(until, limit, "the workers to run every job")
     finally:
         stop.set()
         await asyncio.gather(*tasks)

@@ -10,16 +10,22 @@ from gearshift._async.net import READ_SIZE, ServerAddress, open_connection, pars
 from gearshift.errors import ClosedError, ConnectionLost, GearmanTimeout
 from gearshift.protocol.adminreplies import (
     AdminReplyReader,
+    ClusterMember,
     FunctionStatus,
     JobInfo,
     PriorityStatus,
+    StoredJobInfo,
+    StoreInfo,
     WorkerInfo,
     check_ok,
     check_token,
     maxqueue_command,
+    parse_cluster,
     parse_error,
     parse_priority_status,
     parse_show_jobs,
+    parse_show_store,
+    parse_show_stored_jobs,
     parse_show_unique_jobs,
     parse_status,
     parse_workers,
@@ -150,6 +156,22 @@ class AsyncAdminClient:
     async def show_unique_jobs(self) -> list[str]:
         """``show unique jobs``: the unique id of every job."""
         return parse_show_unique_jobs(await self.command("show unique jobs"))
+
+    async def show_stored_jobs(self, limit: int = 1000) -> list[StoredJobInfo]:
+        """``show stored jobs N`` (gearshift): up to ``limit`` jobs from the durable queue."""
+        return parse_show_stored_jobs(await self.command(f"show stored jobs {int(limit)}"))
+
+    async def show_store(self) -> StoreInfo:
+        """``show store`` (gearshift): the durable queue the server uses."""
+        return parse_show_store(await self.command("show store"))
+
+    async def cluster(self) -> list[ClusterMember]:
+        """``cluster`` (gearshift): the servers sharing the store, with their leases.
+
+        Raises:
+            ServerError: the server's store is not clustered (``NO_CLUSTER``).
+        """
+        return parse_cluster(await self.command("cluster"))
 
     async def version(self) -> str:
         """``version``: the server's version string."""

@@ -7,7 +7,15 @@ from types import TracebackType
 from gearshift._async.admin import AsyncAdminClient
 from gearshift._async.net import ServerAddress
 from gearshift._sync.portal import Portal
-from gearshift.protocol.adminreplies import FunctionStatus, JobInfo, PriorityStatus, WorkerInfo
+from gearshift.protocol.adminreplies import (
+    ClusterMember,
+    FunctionStatus,
+    JobInfo,
+    PriorityStatus,
+    StoredJobInfo,
+    StoreInfo,
+    WorkerInfo,
+)
 from gearshift.tls import TLSArg
 
 
@@ -79,6 +87,18 @@ class AdminClient:
     def show_unique_jobs(self) -> list[str]:
         """``show unique jobs``: the unique id of every job."""
         return self._portal.call(self._async.show_unique_jobs)
+
+    def show_stored_jobs(self, limit: int = 1000) -> list[StoredJobInfo]:
+        """``show stored jobs N`` (gearshift): up to ``limit`` jobs from the durable queue."""
+        return self._portal.call(self._async.show_stored_jobs, limit)
+
+    def show_store(self) -> StoreInfo:
+        """``show store`` (gearshift): the durable queue the server uses."""
+        return self._portal.call(self._async.show_store)
+
+    def cluster(self) -> list[ClusterMember]:
+        """``cluster`` (gearshift): the servers sharing the store, with their leases."""
+        return self._portal.call(self._async.cluster)
 
     def version(self) -> str:
         """``version``: the server's version string."""

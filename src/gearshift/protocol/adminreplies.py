@@ -98,6 +98,72 @@ class JobInfo:
     background: bool
 
 
+@dataclass(frozen=True, slots=True)
+class StoredJobInfo:
+    """One row of ``show stored jobs`` (gearshift): a job as the store holds it.
+
+    Attributes:
+        key: the store's key for the row (a row id, a Redis key, ...).
+        function: the function name.
+        unique: the unique id (may be empty).
+        priority: 0 high, 1 normal, 2 low.
+        when: epoch time before which it must not run (0: now).
+        size: payload length in bytes.
+    """
+
+    key: str
+    function: str
+    unique: str
+    priority: int
+    when: int
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    """The reply to ``show store`` (gearshift): the durable queue a server uses.
+
+    Attributes:
+        kind: ``memory``, ``sqlite``, ``postgres``, ``redis`` or ``mysql``.
+        description: where it keeps its jobs (no password).
+        persistent: False for the memory store.
+        cluster: the cluster name when the store is shared by a cluster, else None.
+    """
+
+    kind: str
+    description: str
+    persistent: bool
+    cluster: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMember:
+    """One row of ``cluster`` (gearshift): a server sharing the clustered store.
+
+    Attributes:
+        node: its name in the cluster (``host:port`` by default).
+        epoch: grows each time it (re)joins.
+        state: ``self`` (the server asked), ``alive`` or ``expired``.
+        lease_age: seconds since it last renewed its lease.
+        lease_remaining: seconds left on its lease (negative: expired that long ago).
+        jobs: background jobs it holds in the store.
+        address: where it listens.
+    """
+
+    node: str
+    epoch: int
+    state: str
+    lease_age: float
+    lease_remaining: float
+    jobs: int
+    address: str
+
+    @property
+    def alive(self) -> bool:
+        """True while its lease runs."""
+        return self.state != "expired"
+
+
 def expects_list(command: str) -> bool | None:
     """Whether ``command``'s reply is a ``.``-terminated list.
 
@@ -289,6 +355,37 @@ def parse_show_jobs(lines: list[str]) -> list[JobInfo]:
 def parse_show_unique_jobs(lines: list[str]) -> list[str]:
     """Parse ``show unique jobs``: one unique id per line (empty ids stay empty)."""
     return list(_check_list(lines))
+
+
+def parse_show_stored_jobs(lines: list[str]) -> list[StoredJobInfo]:
+    """Parse ``show stored jobs``: ``KEY\\tFUNCTION\\tUNIQUE\\tPRIORITY\\tWHEN\\tSIZE``."""
+    rows = []
+    for line in _check_list(lines):
+        f = line.split("\t")
+        if len(f) >= 6:
+            rows.append(StoredJobInfo(f[0], f[1], f[2], _int(f[3]), _int(f[4]), _int(f[5])))
+    return rows
+
+
+def parse_show_store(lines: list[str]) -> StoreInfo:
+    """Parse ``show store``: ``KIND\\tDESCRIPTION\\tpersistent|memory\\tCLUSTER|-``."""
+    for line in _check_list(lines):
+        f = line.split("\t")
+        if len(f) >= 4:
+            return StoreInfo(f[0], f[1], f[2] == "persistent", None if f[3] == "-" else f[3])
+    raise parse_error("ERR UNKNOWN_ERROR no+store+row")
+
+
+def parse_cluster(lines: list[str]) -> list[ClusterMember]:
+    """Parse ``cluster``: ``NODE\\tEPOCH\\tSTATE\\tAGE\\tREMAINING\\tJOBS\\tADDRESS``."""
+    rows = []
+    for line in _check_list(lines):
+        f = line.split("\t")
+        if len(f) >= 7:
+            rows.append(
+                ClusterMember(f[0], _int(f[1]), f[2], float(f[3]), float(f[4]), _int(f[5]), f[6])
+            )
+    return rows
 
 
 def maxqueue_command(function: str, size: int | tuple[int, int, int] | None) -> str:

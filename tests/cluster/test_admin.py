@@ -1,0 +1,169 @@
+"""Admin views of the store and the cluster; ``list_jobs`` on every store."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gearshift import AdminClient, AsyncAdminClient, ServerError
+from gearshift.errors import ConfigError
+from gearshift.protocol.packets import PacketType as T
+from gearshift.store import ClusterSettings, StoredJob, open_store
+from tests.cluster.conftest import PG_DSN, Cluster, admin
+from tests.procs import Gearshift
+from tests.store.rawclient import submit_bg_sync
+
+
+@pytest.mark.postgres
+async def test_cluster_command_lists_members_leases_and_jobs(cluster: Cluster) -> None:
+    a, b = cluster.start(2)
+    for i in range(3):
+        submit_bg_sync(a.port, b"f", b"u%d" % i, b"data", ptype=T.SUBMIT_JOB_BG)
+    async with AsyncAdminClient(a.address) as adm:
+        members = await adm.cluster()
+        store = await adm.show_store()
+        stored = await adm.show_stored_jobs(2)
+    assert {m.address.rsplit(":", 1)[1] for m in members} == {str(a.port), str(b.port)}
+    by_port = {int(m.address.rsplit(":", 1)[1]): m for m in members}
+    assert by_port[a.port].state == "self" and by_port[b.port].state == "alive"
+    assert by_port[a.port].jobs == 3 and by_port[b.port].jobs == 0
+    assert all(m.alive and m.epoch == 1 and 0 <= m.lease_age < 3 for m in members)
+    assert all(0 < m.lease_remaining <= 3 for m in members)
+    assert store.kind == "postgres" and store.persistent and store.cluster == cluster.name
+    assert cluster.table in store.description and "@" not in store.description
+    assert [(s.function, s.unique, s.priority, s.size) for s in stored] == [
+        ("f", "u0", 1, 4),
+        ("f", "u1", 1, 4),
+    ]
+    with AdminClient(b.address) as sync_adm:
+        assert len(sync_adm.show_stored_jobs()) == 3
+        assert {m.jobs for m in sync_adm.cluster()} == {0, 3}
+    assert "cluster" in a.log_text() and "joined" in a.log_text()
+
+
+def test_store_views_on_a_sqlite_server(
+    make_gearshift: Callable[..., Gearshift], tmp_path: Path
+) -> None:
+    db = tmp_path / "q.db"
+    srv = make_gearshift("--queue", f"sqlite:///{db}", "--verbose", "INFO")
+    submit_bg_sync(srv.port, b"g", b"", b"abc", ptype=T.SUBMIT_JOB_LOW_BG)
+    submit_bg_sync(srv.port, b"g", b"x", b"", ptype=T.SUBMIT_JOB_EPOCH, epoch=4102444800)
+    rows = admin(srv.port, "show stored jobs")
+    assert [r[1:] for r in rows] == [["g", "", "2", "0", "3"], ["g", "x", "1", "4102444800", "0"]]
+    assert admin(srv.port, "show stored jobs 1") == rows[:1]
+    store = admin(srv.port, "show store")
+    assert (
+        store[0][0] == "sqlite" and str(db) in store[0][1] and store[0][2:] == ["persistent", "-"]
+    )
+    with AdminClient(srv.address) as adm:
+        with pytest.raises(ServerError, match="not clustered"):
+            adm.cluster()
+        assert adm.raw("show stored jobs x")[0].startswith("ERR")
+        assert adm.show_stored_jobs(0) == []
+        # The listing waits its turn: a pipelined admin command still answers in order.
+        assert adm.version()
+    assert "queue store: sqlite" in srv.log_text()
+
+
+def test_store_views_on_a_memory_server(make_gearshift: Callable[..., Gearshift]) -> None:
+    srv = make_gearshift()
+    submit_bg_sync(srv.port, b"g", b"", b"abc", ptype=T.SUBMIT_JOB_BG)
+    assert admin(srv.port, "show stored jobs") == []
+    assert admin(srv.port, "show store") == [["memory", "memory", "memory", "-"]]
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+        pytest.param("redis", id="redis", marks=pytest.mark.redis),
+        pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
+    ],
+)
+async def test_list_jobs_on_every_store(kind: str, tmp_path: Path) -> None:
+    name = "lj_" + uuid.uuid4().hex[:8]
+    url = {
+        "sqlite": f"sqlite:///{tmp_path}/q.db",
+        "postgres": f"{PG_DSN}?table={name}",
+        "redis": f"redis://127.0.0.1:6379/0?prefix={name}",
+        "mysql": f"mysql://root@127.0.0.1:3306/test?table={name}",
+    }[kind]
+    store = open_store(url)
+    await store.open()
+    try:
+        jobs = [StoredJob(b"f", b"u%d" % i, b"d" * i) for i in range(5)]
+        for job in jobs:
+            await store.add(job)
+        listed = await store.list_jobs(3)
+        assert len(listed) == 3
+        assert {j.unique for j in await store.list_jobs(100)} == {j.unique for j in jobs}
+        assert await store.list_jobs(0) == []
+        for job in jobs:
+            await store.done(job)
+        assert await store.list_jobs(10) == []
+    finally:
+        await store.close()
+        await _drop(kind, name)
+
+
+async def _drop(kind: str, name: str) -> None:
+    if kind == "postgres":
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_DSN)
+        await conn.execute(f"DROP TABLE IF EXISTS {name}")
+        await conn.close()
+    elif kind == "mysql":
+        import asyncmy
+
+        conn = await asyncmy.connect(host="127.0.0.1", user="root", database="test")
+        async with conn.cursor() as cur:
+            await cur.execute(f"DROP TABLE IF EXISTS {name}")
+        conn.close()
+
+
+def test_cluster_settings_from_url_and_flags() -> None:
+    store = open_store(f"{PG_DSN}?table=t&cluster=c1&lease=6&heartbeat=1.5&node=n1")
+    assert store.cluster == ClusterSettings("c1", "n1", 6.0, 1.5)  # type: ignore[attr-defined]
+    assert "sslmode" not in store.dsn  # type: ignore[attr-defined]
+    store = open_store(
+        PG_DSN, {"cluster-name": "c2", "cluster-lease": "3", "cluster-heartbeat": "0.5"}
+    )
+    assert store.cluster == ClusterSettings("c2", "", 3.0, 0.5)  # type: ignore[attr-defined]
+    # The default heartbeat is a third of the lease, at most 2 s.
+    assert open_store(f"{PG_DSN}?cluster=c&lease=3").cluster.heartbeat == 1.0  # type: ignore[attr-defined]
+    assert open_store(PG_DSN).cluster is None  # type: ignore[attr-defined]
+    libpq = open_store("Postgres", {"libpq-conninfo": "host=127.0.0.1", "cluster-name": "c3"})
+    assert libpq.cluster.name == "c3"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "message"),
+    [
+        (f"{PG_DSN}?cluster=c&lease=2&heartbeat=2", {}, "shorter than the lease"),
+        (f"{PG_DSN}?cluster=c&lease=x", {}, "must be a number"),
+        (PG_DSN, {"cluster-lease": "5"}, "need a cluster name"),
+        (f"{PG_DSN}?cluster=c&heartbeat=0", {}, "must be positive"),
+    ],
+)
+def test_bad_cluster_settings(url: str, options: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        open_store(url, options)
+
+
+def test_server_refuses_bad_cluster_flags(make_gearshift: Callable[..., Gearshift]) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "gearshift", "server", "-p", "0", "--queue", PG_DSN]
+        + ["--cluster-name", "c", "--cluster-lease", "1", "--cluster-heartbeat", "5"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert proc.returncode != 0
+    assert b"shorter than the lease" in proc.stderr
