@@ -145,3 +145,24 @@ def test_cli_runs_from_a_toml_file(tmp_path: Path) -> None:
         assert proc.wait(20) == 0
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+def test_http_port_problems_stop_the_start() -> None:
+    def start(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gearshift", "server", "-p", "0", "-L", "127.0.0.1",
+             "-q", "builtin", *args],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        res = start("--http-port", str(busy.getsockname()[1]))
+    assert res.returncode == 1 and "address already in use" in res.stderr
+    res = start("--http-port", "70000")
+    assert res.returncode == 1 and "invalid HTTP port" in res.stderr
+    res = start("-r", "gopher")
+    assert res.returncode == 2 and "unknown protocol" in res.stderr

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gearshift.errors import ConfigError
 from gearshift.http import gateway, metrics, views
 from gearshift.server.access import is_loopback
 from gearshift.tls import peer_identity
@@ -201,8 +202,11 @@ class HttpService:
 
         Raises:
             OSError: the address cannot be bound.
+            ConfigError: the port is out of range.
         """
         cfg = self.server.config
+        if not 0 <= cfg.http_port <= 65535:
+            raise ConfigError(f"invalid HTTP port {cfg.http_port}")
         # handler_cancellation: a client hanging up detaches it from its job.
         runner = web.AppRunner(
             build_app(self.server), access_log=None, shutdown_timeout=1.0, handler_cancellation=True
