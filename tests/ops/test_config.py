@@ -115,6 +115,7 @@ def test_missing_file(tmp_path: Path) -> None:
         parse_args(["--config", str(tmp_path / "absent.toml")])
 
 
+@pytest.mark.slow
 def test_cli_runs_from_a_toml_file(tmp_path: Path) -> None:
     port, hport = free_port(), free_port()
     path = write(
@@ -147,6 +148,7 @@ def test_cli_runs_from_a_toml_file(tmp_path: Path) -> None:
         proc.stderr.close()
 
 
+@pytest.mark.slow
 def test_http_port_problems_stop_the_start() -> None:
     def start(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
