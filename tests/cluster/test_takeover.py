@@ -236,3 +236,18 @@ def _node(cluster: Cluster, via: int, port: int) -> str:
         if row[5].endswith(f":{port}"):
             return node
     raise AssertionError(f"no member listens on {port}")
+
+
+@pytest.mark.timeout(60)
+async def test_foreground_client_sees_connection_lost_when_its_server_dies(
+    cluster: Cluster,
+) -> None:
+    from gearshift import AsyncClient, ConnectionLost
+
+    a, _b = cluster.start(2)
+    async with AsyncClient([a.address]) as client:
+        job = await client.submit_job("fg", b"x")
+        a.kill()
+        with pytest.raises(ConnectionLost):
+            async with asyncio.timeout(20):
+                await job
