@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import re
 import struct
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from tests.interop.harness import (
     sent_magics,
     sent_packet_types,
 )
-from tests.procs import GEARMAND, have_gearmand
+from tests.procs import GEARMAND, Gearmand, Gearshift, ServerProcess, have_gearmand
 
 pytestmark = pytest.mark.interop
 
@@ -361,16 +362,55 @@ def _require_gearmand() -> None:
     assert have_gearmand(), f"{GEARMAND} is missing: run `make system-deps`"
 
 
-@pytest.mark.parametrize("name", _ids())
-def test_conversation(
-    name: str, make_gearmand: ServerFactory, make_gearshift: ServerFactory
-) -> None:
+#: Conversations played at the same time.  Most of a conversation's wall time is spent
+#: waiting (server start-up, echo round trips, timer windows), so overlapping a few keeps
+#: the suite short on a busy two-core machine without loading it much more.
+PARALLEL = 3
+
+Transcripts = tuple[list[str], list[str]]
+
+
+def _play_both(conv: Conversation) -> Transcripts:
+    """Fresh gearmand and gearshift (the classes behind the make_* fixtures), played at once."""
+    servers: list[ServerProcess] = []
+
+    def one(cls: type[ServerProcess]) -> list[str]:
+        srv = cls(conv.server_args)
+        servers.append(srv)
+        return play(srv.start().port, conv.steps)
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            ref = pool.submit(one, Gearmand)
+            ours = pool.submit(one, Gearshift)
+            return ref.result(), ours.result()
+    finally:
+        for srv in servers:
+            srv.close()
+
+
+@pytest.fixture(scope="module")
+def transcripts(request: pytest.FixtureRequest) -> Iterator[dict[str, Future[Transcripts]]]:
+    """Starts playing every selected conversation in the background, PARALLEL at a time."""
     _require_gearmand()
-    conv = _BY_NAME[name]
-    with ThreadPoolExecutor(2) as pool:
-        ref = pool.submit(_play_on, make_gearmand, conv)
-        ours = pool.submit(_play_on, make_gearshift, conv)
-        gearmand_lines, gearshift_lines = ref.result(), ours.result()
+    selected = [
+        str(item.callspec.params["name"])
+        for item in request.session.items
+        if isinstance(item, pytest.Function)
+        and item.module is request.module
+        and item.originalname == "test_conversation"
+    ]
+    pool = ThreadPoolExecutor(PARALLEL)
+    futures = {name: pool.submit(_play_both, _BY_NAME[name]) for name in selected}
+    yield futures
+    for fut in futures.values():
+        fut.cancel()
+    pool.shutdown(wait=True)
+
+
+@pytest.mark.parametrize("name", _ids())
+def test_conversation(name: str, transcripts: dict[str, Future[Transcripts]]) -> None:
+    gearmand_lines, gearshift_lines = transcripts[name].result(timeout=300)
     diff = DELIBERATE_DIFFERENCES.get(name)
     if diff is None:
         assert gearshift_lines == gearmand_lines
