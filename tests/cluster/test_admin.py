@@ -167,3 +167,55 @@ def test_server_refuses_bad_cluster_flags(make_gearshift: Callable[..., Gearshif
     )
     assert proc.returncode != 0
     assert b"shorter than the lease" in proc.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_http_api_shows_store_cluster_and_stored_jobs(cluster: Cluster) -> None:
+    import aiohttp
+
+    from tests.procs import free_port, wait_listening
+
+    http = free_port()
+    a = cluster.factory(*cluster.args(), "--http-port", str(http))
+    cluster.servers.append(a)
+    assert a.proc is not None
+    wait_listening(http, a.proc)
+    (b,) = cluster.start(1)
+    submit_bg_sync(b.port, b"h", b"hu", b"12345", ptype=T.SUBMIT_JOB_HIGH_BG)
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{http}") as session:
+        async with session.get("/api/store") as resp:
+            store = await resp.json()
+        async with session.get("/api/store/jobs?limit=10") as resp:
+            jobs = await resp.json()
+        async with session.get("/api/cluster") as resp:
+            view = await resp.json()
+    assert store["kind"] == "postgres" and store["cluster"] == cluster.name
+    assert store["persistent"] and not store["down"]
+    assert [(j["function"], j["unique"], j["priority"], j["size"]) for j in jobs] == [
+        ("h", "hu", 0, 5)
+    ]
+    assert view["cluster"] == cluster.name and view["epoch"] == 1 and not view["fenced"]
+    members = {m["address"].rsplit(":", 1)[1]: m for m in view["members"]}
+    assert members[str(b.port)]["jobs"] == 1 and members[str(a.port)]["jobs"] == 0
+    assert all(m["alive"] and m["lease_remaining"] > 0 for m in members.values())
+
+
+async def test_http_api_cluster_is_404_without_a_cluster(
+    make_gearshift: Callable[..., Gearshift],
+) -> None:
+    import aiohttp
+
+    from tests.procs import free_port, wait_listening
+
+    http = free_port()
+    srv = make_gearshift("--http-port", str(http))
+    assert srv.proc is not None
+    wait_listening(http, srv.proc)
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{http}") as session:
+        async with session.get("/api/cluster") as resp:
+            assert resp.status == 404
+        async with session.get("/api/store") as resp:
+            assert (await resp.json())["kind"] == "memory"
+        async with session.get("/api/store/jobs") as resp:
+            assert await resp.json() == []

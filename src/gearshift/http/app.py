@@ -10,6 +10,9 @@ Routes (GET unless named):
 ``/api/jobs``                      jobs (``?function=f&limit=n``)
 ``/api/jobs/{handle}``             one job; ``DELETE`` cancels it (authorised callers)
 ``/api/events``                    server-sent events: a dashboard frame per interval
+``/api/store``                     the durable queue in use (``server/cluster.py``)
+``/api/store/jobs``                jobs the store holds (``?limit=n``, default 1000)
+``/api/cluster``                   cluster members, leases, jobs per owner (404: none)
 ``/favicon.ico``                   204 (so that a browser does not submit a job)
 ``GET|POST|PUT /{function}``       gearmand's HTTP job submission (``gateway``)
 =================================  =====================================================
@@ -36,6 +39,7 @@ from aiohttp import web
 
 from gearshift.errors import ConfigError
 from gearshift.http import gateway, metrics, views
+from gearshift.server import cluster
 from gearshift.server.access import is_loopback
 from gearshift.tls import peer_identity
 
@@ -156,6 +160,24 @@ def build_app(server: GearmanServer) -> web.Application:
             pass
         return response
 
+    async def api_store(request: web.Request) -> web.StreamResponse:
+        return _json(cluster.store_view(server))
+
+    async def api_store_jobs(request: web.Request) -> web.StreamResponse:
+        try:
+            return _json(await cluster.stored_jobs_view(server, _limit(request, 1000)))
+        except Exception as exc:
+            return _json({"error": str(exc)}, 503)
+
+    async def api_cluster(request: web.Request) -> web.StreamResponse:
+        node = server.cluster
+        if node is None:
+            return _json({"error": "this server's store is not clustered"}, 404)
+        try:
+            return _json(await node.snapshot())
+        except Exception as exc:
+            return _json({"error": str(exc)}, 503)
+
     async def api_unknown(request: web.Request) -> web.StreamResponse:
         # A typo in an API path must not turn into a job (use POST to reach "api/...").
         return _json({"error": "no such API endpoint"}, 404)
@@ -179,6 +201,9 @@ def build_app(server: GearmanServer) -> web.Application:
     app.router.add_route("GET", "/api/jobs", api_jobs)
     app.router.add_route("GET", "/api/events", api_events)
     app.router.add_route("GET", "/api/jobs/{handle}", api_job)
+    app.router.add_route("GET", "/api/store", api_store)
+    app.router.add_route("GET", "/api/store/jobs", api_store_jobs)
+    app.router.add_route("GET", "/api/cluster", api_cluster)
     app.router.add_route("DELETE", "/api/jobs/{handle}", api_job)
     app.router.add_get("/api/{rest:.*}", api_unknown)
     for method in ("POST", "PUT"):

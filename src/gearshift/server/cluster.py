@@ -303,6 +303,37 @@ class ClusterNode:
         }
 
 
+# ---------------------------------------------------------------------- views
+
+
+def store_view(server: GearmanServer) -> dict[str, Any]:
+    """The store in use as a JSON-ready dict (``/api/store``)."""
+    store = server.store
+    cluster = getattr(store, "cluster", None)
+    return {
+        "kind": store.name,
+        "description": store.describe(),
+        "persistent": store.persistent,
+        "cluster": cluster.name if cluster is not None else None,
+        "down": bool(getattr(store, "is_down", False)),
+    }
+
+
+async def stored_jobs_view(server: GearmanServer, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` stored jobs as JSON-ready dicts (``/api/store/jobs``)."""
+    return [
+        {
+            "key": str(job.key),
+            "function": job.function.decode("utf-8", "replace"),
+            "unique": job.unique.decode("utf-8", "replace"),
+            "priority": int(job.priority),
+            "when": job.when,
+            "size": len(job.data),
+        }
+        for job in await server.store.list_jobs(limit)
+    ]
+
+
 # ---------------------------------------------------------------------- admin
 
 
