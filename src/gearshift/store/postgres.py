@@ -119,6 +119,7 @@ class PostgresStore(GroupCommitStore[PgRow]):
         self._ctl: Any = None
         self._ctl_lock = asyncio.Lock()
         self._listener: Callable[[str], None] | None = None
+        self._listening_on: Any = None
         self._text_names = False
         self._insert_sql = ""
         self._delete_sql = ""
@@ -351,12 +352,25 @@ class PostgresStore(GroupCommitStore[PgRow]):
                 ctl = await asyncpg.connect(
                     self.dsn, timeout=self.connect_timeout, **self.connect_kwargs
                 )
-                if self._listener is not None:
-                    await ctl.add_listener(CHANNEL, self._on_notify)
                 self._ctl = ctl
+                if self._listener is not None:
+                    try:
+                        await ctl.add_listener(CHANNEL, self._on_notify)
+                    except BaseException:
+                        await self._drop_ctl()
+                        raise
+                    self._listening_on = ctl
+            # A hung database must not stall the heartbeat loop for ever.
+            limit = max(self.cluster.lease, 5.0) if self.cluster is not None else 30.0
             try:
-                return await fn(self._ctl)
-            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError):
+                async with asyncio.timeout(limit):
+                    return await fn(self._ctl)
+            except (
+                OSError,
+                TimeoutError,
+                asyncpg.InterfaceError,
+                asyncpg.PostgresConnectionError,
+            ):
                 await self._drop_ctl()
                 raise
 
@@ -376,7 +390,14 @@ class PostgresStore(GroupCommitStore[PgRow]):
     async def listen(self, callback: Callable[[str], None]) -> None:
         """Call ``callback("event|node")`` for every notification of this cluster."""
         self._listener = callback
-        await self._ctl_call(lambda c: c.add_listener(CHANNEL, self._on_notify))
+
+        async def run(conn: Any) -> None:
+            # A connection made from now on listens by itself (see _ctl_call).
+            if conn is not self._listening_on:
+                await conn.add_listener(CHANNEL, self._on_notify)
+                self._listening_on = conn
+
+        await self._ctl_call(run)
 
     async def _notify(self, conn: Any, event: str) -> None:
         c = self._settings()
