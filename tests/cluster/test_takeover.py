@@ -251,3 +251,58 @@ async def test_foreground_client_sees_connection_lost_when_its_server_dies(
         with pytest.raises(ConnectionLost):
             async with asyncio.timeout(20):
                 await job
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_server_cut_off_from_the_database_fences_itself_and_rejoins(
+    cluster: Cluster,
+) -> None:
+    from tests.store.proxy import TcpProxy
+
+    proxy = await TcpProxy(5432).start()
+    try:
+        args = cluster.args()
+        args[1] = args[1].replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+        a = await asyncio.to_thread(cluster.factory, *args)
+        cluster.servers.append(a)
+        (b,) = await asyncio.to_thread(cluster.start, 1)
+        acked: set[bytes] = set()
+        assert await submit(a.port, FUNCTION, [b"n%d" % i for i in range(300)], acked) == []
+        await proxy.cut()
+        await _until_async(lambda: queued(b.port, "cl") == 300, LEASE + 10, "b to take over")
+        await _until_async(lambda: queued(a.port, "cl") == 0, LEASE + 10, "a to fence itself")
+        await proxy.restore()
+        node_a = await asyncio.to_thread(_node, cluster, b.port, a.port)
+        await _until_async(lambda: cluster.members(b.port)[node_a][1] == "alive", 20, "a to rejoin")
+        assert "withdrew 300 queued jobs" in a.log_text()
+        runs = Runs()
+        await _drain([a.port, b.port], runs, lambda: len(runs.count) >= 300, 30)
+        await asyncio.sleep(0.3)
+        assert set(runs.count) == acked
+        assert runs.duplicates() == 0
+        # Back in the cluster, a takes new jobs again.
+        await _until_async(lambda: _try_submit(a.port), 20, "a to accept background jobs again")
+    finally:
+        await proxy.close()
+
+
+def _try_submit(port: int) -> bool:
+    from gearshift.protocol.packets import PacketType
+    from tests.store.rawclient import submit_bg_sync
+
+    try:
+        submit_bg_sync(port, FUNCTION, b"again", b"", ptype=PacketType.SUBMIT_JOB_BG)
+    except AssertionError:
+        return False  # ERROR QUEUE_ERROR while the store reconnects
+    return True
+
+
+async def _until_async(cond: Callable[[], bool], limit: float, what: str) -> float:
+    """Like wait_for, but polls from a thread so this loop (the proxy) keeps running."""
+    start = time.monotonic()
+    while not await asyncio.to_thread(cond):
+        if time.monotonic() - start > limit:
+            raise AssertionError(f"timed out after {limit}s waiting for {what}")
+        await asyncio.sleep(0.1)
+    return time.monotonic() - start
