@@ -296,11 +296,22 @@ def raw_submit(port: int, function: str, data: bytes, timeout: float = 60.0) -> 
                     return got
 
 
-def call(*args: str, input: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+def call(
+    *args: str, input: bytes = b"", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """Run ``gearshift ARGS`` in this process (no interpreter start-up): faster for loops.
 
-    stdin, stdout and stderr are swapped for in-memory files for the duration.
+    stdin, stdout and stderr are swapped for in-memory files, and ``env`` is added to
+    the environment, for the duration.
     """
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in (env or {}).items():
+            mp.setenv(name, value)
+        return _call(args, input)
+
+
+def _call(args: tuple[str, ...], input: bytes) -> subprocess.CompletedProcess[bytes]:
     import io
 
     import gearshift.cli

@@ -141,13 +141,17 @@ def test_usage_errors_exit_1() -> None:
         ["--bogus"],
         ["--create-function"],
         ["--maxqueue", "f", "1", "2"],
-        ["-S", "--status"],
+        ["--watch", "0", "--status"],
+        ["--graceful"],
     ):
         r = call("admin", *args)
         assert r.returncode == 1, args
         assert b"usage: gearshift admin" in r.stderr
     assert gearadmin().returncode == 1
     assert gs("admin").returncode == 1
+    bad_ca = {"GEARMAND_CA_CERTIFICATE": "/no/such/ca.pem"}
+    r = call("admin", "-S", "--status", env=bad_ca)
+    assert r.returncode == 1 and b"TLS" in r.stderr
 
 
 def test_help() -> None:

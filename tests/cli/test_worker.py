@@ -179,7 +179,8 @@ def test_usage_errors() -> None:
     assert r.returncode == 1 and b"command not found" in r.stderr
     assert call("worker", "--concurrency", "0", "-f", "x").returncode == 1
     assert call("worker", "-c", "many", "-f", "x").returncode == 1
-    assert call("worker", "-S", "-f", "x").returncode == 1
+    r = call("worker", "-S", "-f", "x", env={"GEARMAND_CA_CERTIFICATE": "/no/such/ca.pem"})
+    assert r.returncode == 1 and b"TLS" in r.stderr
     r = call("worker", "--help")
     assert r.returncode == 0 and b"--concurrency" in r.stdout
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import sys
 import time
 from typing import IO, Final
 
 from gearshift import ServerAddress, parse_servers
 from gearshift._async.net import DEFAULT_PORT, SERVERS_ENV
-from gearshift.errors import ConnectError, GearmanError
+from gearshift.errors import ConfigError, ConnectError, GearmanError
+from gearshift.tls import TLSFiles, client_context
 
 #: gearman and gearadmin connect to this host when given no -h.
 DEFAULT_HOST: Final = "localhost"
@@ -78,6 +80,29 @@ def resolve_servers(host: str | None, port: str | None) -> list[ServerAddress]:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return list(dict.fromkeys(out))
+
+
+#: libgearman's environment variables for ``-S``: the CA, and our certificate and key.
+TLS_ENV: Final = ("GEARMAND_CA_CERTIFICATE", "GEARMAN_CLIENT_PEM", "GEARMAN_CLIENT_KEY")
+
+
+def tls_context(enabled: bool) -> ssl.SSLContext | None:
+    """The client TLS context for ``-S``/``--ssl``, from libgearman's environment variables.
+
+    ``GEARMAND_CA_CERTIFICATE`` names the CA that signed the server (default: the system
+    trust store); ``GEARMAN_CLIENT_PEM`` and ``GEARMAN_CLIENT_KEY`` a client certificate
+    for servers that ask for one.  Built up front so a bad file is a usage error.
+
+    Raises:
+        UsageError: a file is missing or unreadable.
+    """
+    if not enabled:
+        return None
+    ca, cert, key = (os.environ.get(name) or None for name in TLS_ENV)
+    try:
+        return client_context(TLSFiles(ca=ca, cert=cert, key=key))
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def write_out(data: bytes) -> None:

@@ -22,6 +22,7 @@ import datetime
 import json
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
@@ -33,6 +34,7 @@ from gearshift.cli._common import (
     describe_error,
     is_tty,
     resolve_servers,
+    tls_context,
     write_err,
     write_out,
 )
@@ -61,7 +63,9 @@ Options (as gearadmin):
   --status                       Status for the server.
   --priority-status              Queued jobs status by priority.
   --workers                      Workers for the server.
-  -S [ --ssl ]                   Enable SSL connections (not supported: refused).
+  -S [ --ssl ]                   Enable SSL connections (CA and client certificate
+                                 from GEARMAND_CA_CERTIFICATE, GEARMAN_CLIENT_PEM,
+                                 GEARMAN_CLIENT_KEY; default: system trust store).
 
 gearshift extras:
   --json                         Print typed rows as one JSON object.
@@ -360,8 +364,10 @@ async def run_watch(
 # ---------------------------------------------------------------------------------------
 
 
-async def _run(args: argparse.Namespace, server: ServerAddress, ops: list[Op]) -> int:
-    async with AsyncAdminClient(server) as admin:
+async def _run(
+    args: argparse.Namespace, server: ServerAddress, ops: list[Op], tls: ssl.SSLContext | None
+) -> int:
+    async with AsyncAdminClient(server, tls=tls) as admin:
         try:
             if args.watch is not None:
                 stop = asyncio.Event()
@@ -389,8 +395,7 @@ def main(argv: list[str]) -> int:
         if args.help:
             write_out(HELP.encode())
             return 0
-        if args.ssl:
-            raise UsageError("TLS (-S/--ssl) is not supported by gearshift admin")
+        tls = tls_context(args.ssl)
         if args.graceful and not args.shutdown:
             raise UsageError("--graceful only goes with --shutdown")
         if args.watch is not None and args.watch <= 0:
@@ -407,6 +412,6 @@ def main(argv: list[str]) -> int:
     if len(servers) > 1:
         logger.debug("admin talks to one server; using %s of %d", servers[0], len(servers))
     try:
-        return asyncio.run(_run(args, servers[0], ops))
+        return asyncio.run(_run(args, servers[0], ops, tls))
     except KeyboardInterrupt:
         return 0

@@ -18,6 +18,7 @@ import asyncio
 import getopt
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from gearshift.cli._common import (
     UsageError,
     describe_error,
     resolve_servers,
+    tls_context,
     write_err,
     write_out,
 )
@@ -51,7 +53,8 @@ Common options:
 \t-p <port>     - Job server port
 \t-t <timeout>  - Timeout in milliseconds
 \t-i <pidfile>  - Create a pidfile for the process
-\t-S            - Enable SSL connections (not supported: refused)
+\t-S            - Enable SSL connections (files from GEARMAND_CA_CERTIFICATE,
+\t                GEARMAN_CLIENT_PEM, GEARMAN_CLIENT_KEY)
 
 Client options:
 \t-b            - Run jobs in the background
@@ -87,6 +90,7 @@ class SubmitOptions:
     verbose: bool = False
     worker_mode: bool = False
     help: bool = False
+    ssl: bool = False
     data: list[str] = field(default_factory=list)
 
 
@@ -135,7 +139,7 @@ def parse_args(argv: list[str]) -> SubmitOptions:
         elif flag in ("-H", "--help"):
             o.help = True
         elif flag == "-S":
-            raise UsageError("TLS (-S) is not supported by gearshift submit")
+            o.ssl = True
         elif flag in ("-c", "-d"):
             # Worker-mode count / daemon flags: meaningless for a client, accepted as gearman does.
             pass
@@ -241,13 +245,15 @@ async def _read_line(stream: BinaryIO) -> bytes:
     return await asyncio.get_running_loop().run_in_executor(None, stream.readline)
 
 
-async def run(o: SubmitOptions, servers: list[ServerAddress]) -> int:
+async def run(
+    o: SubmitOptions, servers: list[ServerAddress], tls: ssl.SSLContext | None = None
+) -> int:
     """Submit every workload; returns the exit status."""
     stdin = sys.stdin.buffer
     progress = Progress("jobs") if o.per_line and not o.data and not o.no_input else None
     printer = Printer(o.prefix, progress)
     ok = True
-    async with AsyncClient(servers, timeout=o.timeout) as client:
+    async with AsyncClient(servers, timeout=o.timeout, tls=tls) as client:
         try:
             if o.data:
                 for arg in o.data:
@@ -341,12 +347,13 @@ def main(argv: list[str]) -> int:
         if not o.functions:
             raise UsageError("No Functions were provided")
         servers = resolve_servers(o.host, o.port)
+        tls = tls_context(o.ssl)
     except UsageError as exc:
         write_err(f"gearshift submit: {exc}\n\n{USAGE}".encode())
         return 1
     cleanup = _write_pidfile(o.pidfile) if o.pidfile else None
     try:
-        return asyncio.run(run(o, servers))
+        return asyncio.run(run(o, servers, tls))
     except KeyboardInterrupt:
         return 130
     finally:

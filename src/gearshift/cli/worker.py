@@ -20,11 +20,18 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 import sys
 from dataclasses import dataclass, field
 
 from gearshift import AsyncWorker, ServerAddress, WorkerJob
-from gearshift.cli._common import UsageError, resolve_servers, write_err, write_out
+from gearshift.cli._common import (
+    UsageError,
+    resolve_servers,
+    tls_context,
+    write_err,
+    write_out,
+)
 from gearshift.errors import GearmanError
 
 logger = logging.getLogger(__name__)
@@ -43,6 +50,8 @@ Options (as gearman -w):
 \t-i <pidfile>  - Create a pidfile for the process
 \t-v            - Print diagnostic information to stderr
 \t-w            - Worker mode (accepted for gearman compatibility)
+\t-S            - Enable SSL connections (files from GEARMAND_CA_CERTIFICATE,
+\t                GEARMAN_CLIENT_PEM, GEARMAN_CLIENT_KEY)
 \t-H, --help    - Print this help menu
 
 gearshift extras:
@@ -72,6 +81,7 @@ class WorkerOptions:
     concurrency: int = 1
     client_id: str | None = None
     help: bool = False
+    ssl: bool = False
     command: list[str] = field(default_factory=list)
 
 
@@ -123,7 +133,7 @@ def parse_args(argv: list[str]) -> WorkerOptions:
         elif flag == "--client-id":
             o.client_id = value
         elif flag == "-S":
-            raise UsageError("TLS (-S) is not supported by gearshift worker")
+            o.ssl = True
         # -w (worker mode) and -d (daemon, not offered) need no action.
     return o
 
@@ -236,10 +246,12 @@ async def _work_counted(worker: AsyncWorker, runner: CommandRunner, count: int) 
             loop.remove_signal_handler(sig)
 
 
-async def run(o: WorkerOptions, servers: list[ServerAddress]) -> int:
+async def run(
+    o: WorkerOptions, servers: list[ServerAddress], tls: ssl.SSLContext | None = None
+) -> int:
     """Register the functions and work until -c jobs are done or a signal arrives."""
     runner = CommandRunner(o)
-    worker = AsyncWorker(servers, client_id=o.client_id, concurrency=o.concurrency)
+    worker = AsyncWorker(servers, client_id=o.client_id, concurrency=o.concurrency, tls=tls)
     for function in o.functions:
         worker.register(function, runner, timeout=o.timeout)
     async with worker:
@@ -274,6 +286,7 @@ def main(argv: list[str]) -> int:
         if o.command and shutil.which(o.command[0]) is None:
             raise UsageError(f"command not found: {o.command[0]}")
         servers = resolve_servers(o.host, o.port)
+        tls = tls_context(o.ssl)
     except UsageError as exc:
         write_err(f"gearshift worker: {exc}\n\n{USAGE}".encode())
         return 1
@@ -284,7 +297,7 @@ def main(argv: list[str]) -> int:
         with open(pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")
     try:
-        return asyncio.run(run(o, servers))
+        return asyncio.run(run(o, servers, tls))
     except GearmanError as exc:
         write_err(f"gearshift worker: {exc}\n".encode())
         return 1

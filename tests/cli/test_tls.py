@@ -1,0 +1,66 @@
+"""``-S``: the three commands over TLS to gearshift's ``--ssl`` port (gearmand here has no TLS).
+
+The commands run as subprocesses: the admin client's close leaves a TLS transport to be
+collected, and in-process pytest would turn that ResourceWarning into an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from tests.cli.conftest import Procs, gs
+from tests.ops.conftest import Certs, certs  # noqa: F401 - the session fixture
+from tests.procs import ServerProcess
+
+pytestmark = pytest.mark.skipif(
+    not __import__("tests.cli.conftest", fromlist=["x"]).gearshift_server_available(),
+    reason="gearshift's server is not built yet",
+)
+
+
+def test_submit_worker_admin_over_tls(
+    make_gearshift: Callable[..., ServerProcess],
+    certs: Certs,  # noqa: F811
+    procs: Procs,
+) -> None:
+    srv = make_gearshift(
+        "--ssl",
+        "--ssl-certificate",
+        str(certs.server_cert),
+        "--ssl-key",
+        str(certs.server_key),
+        "--ssl-ca-file",
+        str(certs.ca),
+    )
+    cert, key = certs.client("app")
+    env = {
+        "GEARMAND_CA_CERTIFICATE": str(certs.ca),
+        "GEARMAN_CLIENT_PEM": str(cert),
+        "GEARMAN_CLIENT_KEY": str(key),
+    }
+    port = str(srv.port)
+    procs.gearshift(
+        "worker", "-S", "-p", port, "--client-id", "tls-cli", "-f", "rev", "--", "rev", env=env
+    )
+    wait_for_tls_worker(port, env)
+    r = gs("submit", "-S", "-p", port, "-f", "rev", "secret", env=env)
+    assert (r.stdout, r.returncode) == (b"terces", 0), r.stderr
+    r = gs("admin", "-S", "-p", port, "--workers", env=env)
+    assert r.returncode == 0
+    assert b"tls-cli : rev" in r.stdout
+    # Plaintext to a TLS port fails; so does TLS with a CA that did not sign the server.
+    assert gs("admin", "-p", port, "--getpid").returncode == 1
+    rogue = {**env, "GEARMAND_CA_CERTIFICATE": str(certs.rogue_ca)}
+    r = gs("admin", "-S", "-p", port, "--getpid", env=rogue)
+    assert r.returncode == 1 and r.stderr.startswith(b"Error: ")
+
+
+def wait_for_tls_worker(port: str, env: dict[str, str]) -> None:
+    from tests.cli.conftest import wait_for
+
+    def registered() -> bool:
+        r = gs("admin", "-S", "-p", port, "--status", "--json", env=env)
+        return r.returncode == 0 and b'"rev"' in r.stdout and b'"workers": 1' in r.stdout
+
+    wait_for(registered, 30, "TLS worker registered")
