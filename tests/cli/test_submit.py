@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import pty
 import subprocess
 from collections.abc import Callable
@@ -61,6 +62,7 @@ ARGV_CASES = [
     ["-f", "rev", "-L", "low"],
     ["-f", "rev", "-u", "some-unique", "uniq"],
     ["-f", "rev", "data", "-P"],  # options after data, as GNU getopt allows
+    ["-h", "127.0.0.1", "-f", "rev", "by-host"],
 ]
 
 STDIN_CASES = [
@@ -161,6 +163,8 @@ def test_background_priorities_and_unique(server: ServerProcess) -> None:
 
 def test_verbose_prints_handles(server: ServerProcess) -> None:
     r = call("submit", "-p", str(server.port), "-v", "-P", "-b", "-f", "verbose", "x")
+    ref = gearman("-p", str(server.port), "-v", "-P", "-b", "-f", "verbose", "x")
+    assert re.fullmatch(rb"Task created: [^\n]+\n", ref.stdout), ref.stdout
     assert r.returncode == 0
     assert r.stdout.startswith(b"Task created: ") and r.stdout.endswith(b"\n")
     handle = r.stdout.decode().split(": ", 1)[1].strip()

@@ -9,13 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from tests.cli.conftest import Procs, gs
+from tests.cli.conftest import Procs, gearshift_server_available, gs, wait_for
 from tests.ops.conftest import Certs, certs  # noqa: F401 - the session fixture
 from tests.procs import ServerProcess
 
 pytestmark = pytest.mark.skipif(
-    not __import__("tests.cli.conftest", fromlist=["x"]).gearshift_server_available(),
-    reason="gearshift's server is not built yet",
+    not gearshift_server_available(), reason="gearshift's server is not built yet"
 )
 
 
@@ -57,8 +56,6 @@ def test_submit_worker_admin_over_tls(
 
 
 def wait_for_tls_worker(port: str, env: dict[str, str]) -> None:
-    from tests.cli.conftest import wait_for
-
     def registered() -> bool:
         r = gs("admin", "-S", "-p", port, "--status", "--json", env=env)
         return r.returncode == 0 and b'"rev"' in r.stdout and b'"workers": 1' in r.stdout
