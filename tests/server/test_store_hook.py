@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
+
+import pytest
 
 from gearshift.errors import StoreError
 from gearshift.protocol.packets import Priority
@@ -215,5 +218,31 @@ async def test_store_adds_pipelined_replies_in_submit_order() -> None:
             w.send(T.GRAB_JOB_UNIQ)
             got.append((await w.expect(T.JOB_ASSIGN_UNIQ))[2])
         assert got == [b"u0", b"u1", b"u3", b"u4"]
+        for conn in (c, w):
+            await conn.close()
+
+
+class FlakyDoneStore(RecordingStore):
+    async def done(self, job: StoredJob) -> None:
+        self.calls.append("done-attempt")
+        raise StoreError("delete failed")
+
+
+async def test_store_done_failure_is_logged_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    store = FlakyDoneStore()
+    async with serve(store=store) as srv:
+        c = await Raw.connect(srv.address)
+        w = await worker(srv.address, b"f")
+        c.send(T.SUBMIT_JOB_BG, b"f", b"u", b"x")
+        (h,) = await c.expect(T.JOB_CREATED)
+        w.send(T.GRAB_JOB)
+        await w.expect(T.JOB_ASSIGN)
+        with caplog.at_level(logging.ERROR, logger="gearshift"):
+            w.send(T.WORK_COMPLETE, h, b"r")
+            await wait_for(lambda: "done-attempt" in store.calls)
+            await wait_for(
+                lambda: any("store done failed" in r.getMessage() for r in caplog.records)
+            )
+        assert await c.call(T.ECHO_REQ, b"alive") == (T.ECHO_RES, (b"alive",))
         for conn in (c, w):
             await conn.close()
