@@ -163,6 +163,9 @@ class ClusterNode:
         """Renew (or rejoin), then take over expired members; return the pause."""
         store = self.store
         if store.epoch is None:
+            # Not a member right now (the lease ran out, or a claim found it gone):
+            # whatever is queued here may be another member's by now.
+            self._fence()
             await self._rejoin()
         else:
             sent = self.loop.time()
