@@ -365,7 +365,7 @@ def _require_gearmand() -> None:
 #: Conversations played at the same time.  Most of a conversation's wall time is spent
 #: waiting (server start-up, echo round trips, timer windows), so overlapping a few keeps
 #: the suite short on a busy two-core machine without loading it much more.
-PARALLEL = 3
+PARALLEL = 4
 
 Transcripts = tuple[list[str], list[str]]
 
