@@ -278,9 +278,8 @@ def shared_rows(results: dict[str, list[dict[str, dict[str, str]]]]) -> list[str
             s: "; ".join(run.get(scen, {}).get("extra", "") for run in results.get(s, []))
             for s in ("gearmand", "gearshift")
         }
-        for s, text in extra.items():
-            if text.strip("; "):
-                lines.append(f"| {scen} | extra ({s}) | {text} | | |")
+        if any(text.strip("; ") for text in extra.values()):
+            lines.append(f"| {scen} | extra | {extra['gearmand']} | {extra['gearshift']} | |")
     return lines
 
 

@@ -1,5 +1,9 @@
 """Run ``shared/bench/compare.sh`` (the libgearman ``gearbench`` generator) against both servers.
 
+Standalone: ``python -m benchmarks.shared [-r 2] [-q] [-s "a b"] [--servers gearshift]``
+prints compare.sh's lines for each server and a side-by-side table with ratios;
+``python -m benchmarks.run`` includes the same table in RESULTS.md.
+
 ``compare.sh`` builds ``gearbench`` with ``make`` in its own directory, which is
 read-only in CI, so the directory is copied to a temporary one first.  Each server
 gets one compare.sh run per repeat; the ``summary.tsv`` rows are parsed and set side
@@ -76,3 +80,29 @@ def gearbench_compare(
                     run_compare(bench_dir, f"{name}-run{rep + 1}", cmd, scenarios, quick, out)
                 )
     return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from benchmarks.run import shared_rows
+    from benchmarks.scenarios import SERVERS
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.shared")
+    ap.add_argument("-r", "--repeats", type=int, default=1)
+    ap.add_argument("-q", "--quick", action="store_true")
+    ap.add_argument("-s", "--scenarios", default="a b c d e f")
+    ap.add_argument("--servers", default="gearmand gearshift")
+    args = ap.parse_args(argv)
+    why = available()
+    if why:
+        print(f"compare.sh cannot run: {why}", file=sys.stderr)
+        return 2
+    servers = {name: SERVERS[name] for name in args.servers.split()}
+    results = gearbench_compare(servers, args.repeats, args.scenarios, args.quick, None)
+    print("\n".join(shared_rows(results)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
