@@ -46,6 +46,7 @@ async def test_same_unique_on_two_servers_runs_once(cluster: Cluster) -> None:
     assert queued(b.port, "co") == 1
 
 
+@pytest.mark.slow
 async def test_many_duplicates_across_three_servers(cluster: Cluster) -> None:
     servers = cluster.start(3)
     uniques = [b"d%d" % i for i in range(300)]
