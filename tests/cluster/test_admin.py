@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -156,9 +160,6 @@ def test_bad_cluster_settings(url: str, options: dict[str, str], message: str) -
 
 
 def test_server_refuses_bad_cluster_flags(make_gearshift: Callable[..., Gearshift]) -> None:
-    import subprocess
-    import sys
-
     proc = subprocess.run(
         [sys.executable, "-m", "gearshift", "server", "-p", "0", "--queue", PG_DSN]
         + ["--cluster-name", "c", "--cluster-lease", "1", "--cluster-heartbeat", "5"],
@@ -219,3 +220,42 @@ async def test_http_api_cluster_is_404_without_a_cluster(
             assert (await resp.json())["kind"] == "memory"
         async with session.get("/api/store/jobs") as resp:
             assert await resp.json() == []
+
+
+def _admin_cli(port: int, *flags: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "gearshift", "admin", "-h", "127.0.0.1", "-p", str(port), *flags],
+        capture_output=True,
+        timeout=30,
+    )
+
+
+def test_admin_cli_lists_stored_jobs_and_the_store(
+    make_gearshift: Callable[..., Gearshift], tmp_path: Path
+) -> None:
+    srv = make_gearshift("--queue", f"sqlite:///{tmp_path}/q.db")
+    for i in range(3):
+        submit_bg_sync(srv.port, b"g", b"u%d" % i, b"xy", ptype=T.SUBMIT_JOB_BG)
+    proc = _admin_cli(srv.port, "--show-store", "--show-stored-jobs", "2")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.decode().splitlines()
+    assert lines[0].startswith("sqlite\t") and lines[1] == "."
+    assert [line.split("\t")[1:] for line in lines[2:4]] == [
+        ["g", "u0", "1", "0", "2"],
+        ["g", "u1", "1", "0", "2"],
+    ]
+    assert lines[4:] == ["."]
+    proc = _admin_cli(srv.port, "--json", "--show-stored-jobs")
+    doc = json.loads(proc.stdout)
+    assert [row["unique"] for row in doc["show_stored_jobs"]] == ["u0", "u1", "u2"]
+    proc = _admin_cli(srv.port, "--cluster")
+    assert proc.returncode == 1 and b"NO_CLUSTER" in proc.stderr
+
+
+@pytest.mark.postgres
+async def test_admin_cli_shows_the_cluster(cluster: Cluster) -> None:
+    (a,) = cluster.start(1)
+    proc = await asyncio.to_thread(_admin_cli, a.port, "--json", "--cluster")
+    assert proc.returncode == 0, proc.stderr
+    (member,) = json.loads(proc.stdout)["cluster"]
+    assert member["state"] == "self" and member["address"].endswith(f":{a.port}")

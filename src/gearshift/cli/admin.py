@@ -74,6 +74,11 @@ gearshift extras:
   --shutdown                     Ask the server to stop (gearmand >= 1.1.15 refuses).
   --graceful                     With --shutdown: finish running jobs first.
   --maxqueue F [N | H N L]       Limit the queue of function F (no size: reset).
+  --show-stored-jobs [N] (=1000) List up to N jobs of the server's durable queue:
+                                 key, function, unique, priority, epoch, size.
+  --show-store                   Show the durable queue the server uses.
+  --cluster                      Show the servers sharing its store: node, epoch,
+                                 state, lease age, lease left, jobs, address.
 
 With no -h/-p the GEARMAN_SERVERS environment variable is used, else localhost:4730.
 """
@@ -109,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shutdown", action="store_true")
     p.add_argument("--graceful", action="store_true")
     p.add_argument("--maxqueue", nargs="+", metavar="ARG")
+    p.add_argument("--show-stored-jobs", nargs="?", type=int, const=1000, default=None)
+    p.add_argument("--show-store", action="store_true")
+    p.add_argument("--cluster", action="store_true")
     return p
 
 
@@ -185,6 +193,20 @@ def plan(args: argparse.Namespace) -> list[Op]:
             ops.append(Op("priority_status", "prioritystatus", True, lambda a: a.priority_status()))
         if args.status:
             ops.append(Op("status", "status", True, lambda a: a.status()))
+        if args.show_store:
+            ops.append(Op("show_store", "show store", True, lambda a: a.show_store()))
+        if args.show_stored_jobs is not None:
+            n = max(0, int(args.show_stored_jobs))
+            ops.append(
+                Op(
+                    "show_stored_jobs",
+                    f"show stored jobs {n}",
+                    True,
+                    lambda a: a.show_stored_jobs(n),
+                )
+            )
+        if args.cluster:
+            ops.append(Op("cluster", "cluster", True, lambda a: a.cluster()))
         if args.shutdown:
             graceful = bool(args.graceful)
             command = "shutdown graceful" if graceful else "shutdown"
