@@ -159,3 +159,16 @@ def test_render_names_every_figure(make_gearmand: ServerFactory) -> None:
     text = render(result)
     for word in ("jobs/s", "p50", "p99", "generator", "errors"):
         assert word in text
+
+
+@needs_gearmand
+def test_worker_and_idle_modes_serve_until_the_duration(make_any_server: ServerFactory) -> None:
+    srv = make_any_server()
+    idle = run_bench(BenchConfig(mode="idle", port=srv.port, idle=5, duration=0.5))
+    assert idle.errors == 0, idle.error_text
+    assert idle.idle_connected == 5
+    assert idle.seconds >= 0.5
+    workers = run_bench(BenchConfig(mode="worker", port=srv.port, workers=2, duration=0.5))
+    assert workers.errors == 0, workers.error_text
+    assert workers.jobs == 0  # nobody submitted anything
+    assert workers.seconds >= 0.5
