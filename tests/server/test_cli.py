@@ -241,3 +241,25 @@ def test_checklist_27_syslog_and_coredump_flags_run() -> None:
         assert soft == hard
     finally:
         srv.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_checklist_27_user_switch() -> None:
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    srv = Gearshift(["-u", "nobody"]).start()
+    try:
+        assert srv.proc is not None
+        status = Path(f"/proc/{srv.proc.pid}/status").read_text()
+        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        assert uid_line.split()[1:3] == [str(nobody.pw_uid)] * 2
+        assert talk(srv.port, b"\0REQ\x00\x00\x00\x10\x00\x00\x00\x01x", 13)[-1:] == b"x"
+    finally:
+        srv.close()
+
+
+def test_checklist_27_unknown_user_is_an_error() -> None:
+    res = run("-p", str(free_port()), "-L", "127.0.0.1", "-u", "no-such-user-xyz", "-l", "stderr")
+    assert res.returncode == 1
+    assert "no-such-user-xyz" in res.stderr
