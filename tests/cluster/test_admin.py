@@ -259,3 +259,20 @@ async def test_admin_cli_shows_the_cluster(cluster: Cluster) -> None:
     assert proc.returncode == 0, proc.stderr
     (member,) = json.loads(proc.stdout)["cluster"]
     assert member["state"] == "self" and member["address"].endswith(f":{a.port}")
+
+
+@pytest.mark.postgres
+async def test_cluster_settings_from_a_toml_config_file(cluster: Cluster, tmp_path: Path) -> None:
+    conf = tmp_path / "gearshift.toml"
+    conf.write_text(
+        f'cluster-name = "{cluster.name}"\n'
+        "cluster_lease = 4\n"
+        'cluster-heartbeat = "0.5"\n'
+        'cluster-node = "toml-node"\n'
+    )
+    queue = f"{PG_DSN}?table={cluster.table}"
+    srv = await asyncio.to_thread(cluster.factory, "--queue", queue, "--config", str(conf))
+    cluster.servers.append(srv)
+    members = await asyncio.to_thread(cluster.members, srv.port)
+    assert list(members) == ["toml-node"] and members["toml-node"][1] == "self"
+    assert 0 < float(members["toml-node"][3]) <= 4
