@@ -204,7 +204,16 @@ class _Group:
         spec = self.spec
         await self._connect_all(loop)
         self.report.connected = len(self.conns)
-        await asyncio.wait_for(asyncio.gather(*(c.ready for c in self.conns)), spec.connect_timeout)
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(c.ready for c in self.conns)), spec.connect_timeout
+            )
+        except TimeoutError:
+            ready = sum(c.ready.done() for c in self.conns)
+            raise TimeoutError(
+                f"{ready} of {len(self.conns)} {spec.role} connections answered the ready "
+                f"ECHO_REQ within {spec.connect_timeout}s: {self.report.error_text or 'no error'}"
+            ) from None
         self.shared.queue.put(("ready", spec.slot, os.getpid()))
         if spec.role in ("fg", "bg", "drain"):
             # Nothing arrives on these connections until they send, so blocking is safe.
