@@ -528,8 +528,3 @@ class Connection(Peer, asyncio.Protocol):
                 self.paused_for_backlog = False
                 self._update_reading()
         sched.flush()
-
-    # ------------------------------------------------------------------ admin host
-
-    def admin_peer_is_loopback(self) -> bool:
-        return is_loopback(self.host)
