@@ -39,7 +39,6 @@ import socket
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from gearshift.errors import StoreError
 from gearshift.protocol import admin as text
 from gearshift.store.base import StoredJob
 
@@ -379,8 +378,9 @@ async def _cluster_reply(server: GearmanServer) -> bytes:
         return _err(b"NO_CLUSTER", "this server's store is not clustered")
     try:
         members = await node.members()
-    except (StoreError, OSError, Exception) as exc:
-        return _err(b"QUEUE_ERROR", str(exc))
+    except Exception as exc:
+        # StoreError, a driver error or a timeout: the database did not answer.
+        return _err(b"QUEUE_ERROR", str(exc) or type(exc).__name__)
     rows = []
     for m in members:
         state = b"self" if m.node == node.node else b"alive" if m.remaining > 0 else b"expired"
@@ -414,7 +414,7 @@ async def _stored_jobs_reply(server: GearmanServer, limit: int) -> bytes:
     try:
         jobs = await server.store.list_jobs(limit)
     except Exception as exc:
-        return _err(b"QUEUE_ERROR", str(exc))
+        return _err(b"QUEUE_ERROR", str(exc) or type(exc).__name__)
     return text.render_rows(
         (
             str(job.key).encode(),
