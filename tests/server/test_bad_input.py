@@ -12,7 +12,7 @@ import pytest
 
 from gearshift.testing import RunningServer, serve
 from tests.procs import ServerProcess
-from tests.server.helpers import Raw, T, worker
+from tests.server.helpers import Raw, T, wait_for, worker
 
 
 async def queue_one(address: str) -> bytes:
@@ -223,3 +223,24 @@ async def test_bad_input_fd_exhaustion_is_survived(make_gearshift) -> None:  # t
             await asyncio.sleep(0.5)
     assert srv.proc is not None and srv.proc.poll() is None
     assert "file descriptor limit" in srv.log_text()
+
+
+async def test_bad_input_connection_cap_refuses_extra_peers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with serve(max_connections=3) as srv:
+        h = await queue_one(srv.address)
+        held = [await Raw.connect(srv.address) for _ in range(3)]
+        for conn in held:
+            assert await conn.call(T.ECHO_REQ, b"in") == (T.ECHO_RES, (b"in",))
+        with caplog.at_level(logging.ERROR, logger="gearshift"):
+            extra = await Raw.connect(srv.address)
+            assert await extra.closed()
+        assert any("connection limit 3" in r.message for r in caplog.records)
+        await extra.close()
+        await held.pop().close()
+        await held.pop().close()
+        await wait_for(lambda: len(srv.server.connections) == 1)
+        assert len(srv.scheduler.peers) == 1  # the refused one was never registered
+        await still_serving(srv.address, h)  # two more fit again
+        await held.pop().close()

@@ -57,6 +57,7 @@ def test_checklist_27_parse_every_gearmand_flag() -> None:
             "--mysql-password", "pw", "--mysql-db", "d", "--mysql-table", "mt",
             "--redis-server", "r", "--redis-port", "6380", "--redis-password", "rp",
             "--redis-prefix", "pre", "--libpq-conninfo", "dbname=x", "--libpq-table", "q",
+            "--idle-timeout", "30", "--max-connections=500",
         ]
     )  # fmt: skip
     cfg = parsed.config
@@ -80,6 +81,7 @@ def test_checklist_27_parse_every_gearmand_flag() -> None:
     assert (cfg.hashtable_buckets, cfg.syslog, cfg.coredump, cfg.http_port) == (7, True, True, 8081)
     assert (cfg.ssl_ca_file, cfg.ssl_certificate, cfg.ssl_key) == ("ca", "c", "k")
     assert cfg.max_packet_size == 1024
+    assert (cfg.idle_timeout, cfg.max_connections) == (30.0, 500)
     assert parse_args(["--queue", "sqlite:///x.db"]).config.queue_type == "sqlite:///x.db"
     assert parse_args(["-j", "-1"]).config.job_retries == -1
 

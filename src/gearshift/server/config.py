@@ -118,6 +118,8 @@ class ServerConfig:
     max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
     #: Close connections that send nothing for this many seconds; ``None`` = never.
     idle_timeout: float | None = None
+    #: Connections beyond this many are closed as soon as they are accepted; 0 = no cap.
+    max_connections: int = 0
     #: Bytes buffered for a peer that does not read before its input is paused.
     write_high_water: int = 4 * 1024 * 1024
     config_file: str | None = None
@@ -192,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--check-args", action="store_true", help="parse options, then exit 0")
     g.add_argument("--max-packet-size", type=_int, help="largest packet body")
     g.add_argument("--idle-timeout", type=float, help="close silent connections (seconds)")
+    g.add_argument("--max-connections", type=_int, help="refuse connections beyond N (0: no cap)")
     s = p.add_argument_group("TLS and HTTP")
     s.add_argument("--ssl", action="store_true")
     s.add_argument("--ssl-ca-file")
@@ -309,6 +312,8 @@ def parse_args(argv: list[str]) -> ParsedArgs:
         cfg.max_packet_size = ns.max_packet_size
     if ns.idle_timeout is not None:
         cfg.idle_timeout = ns.idle_timeout if ns.idle_timeout > 0 else None
+    if ns.max_connections is not None:
+        cfg.max_connections = max(0, ns.max_connections)
     cfg.config_file = config_file
     cfg.config = ns.config
     cfg.http = ns.http_port is not None or (ns.protocol or "").lower() == "http"

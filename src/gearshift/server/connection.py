@@ -150,8 +150,14 @@ class Connection(Peer, asyncio.Protocol):
             self._tune(sock)
         transport.set_write_buffer_limits(high=self.server.config.write_high_water)
         self.last_active = self.server.loop.time()
-        self.sched.connect(self)
         connections = self.server.connections
+        limit = self.server.config.max_connections
+        if limit and len(connections) >= limit:
+            self.server.warn_connection_limit()
+            self.closed = True  # never registered; nothing it sends is processed
+            transport.abort()
+            return
+        self.sched.connect(self)
         connections.add(self)
         if len(connections) >= self.server.fd_pressure:
             self.server.warn_fd_pressure()

@@ -81,6 +81,7 @@ class GearmanServer:
         #: A shutdown asked for while starting: None, or whether it is graceful.
         self._early_stop: bool | None = None
         self._fd_warned_at = -1e9
+        self._limit_warned_at = -1e9
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         #: Connections beyond this leave too few descriptors to accept more.
         self.fd_pressure = soft - 32 if soft != resource.RLIM_INFINITY and soft > 64 else 1 << 30
@@ -281,6 +282,16 @@ class GearmanServer:
             await self.shutdown(False)
 
     # ------------------------------------------------------------------ helpers
+
+    def warn_connection_limit(self) -> None:
+        """Log (at most every 10 s) that connections are refused by --max-connections."""
+        now = self.loop.time()
+        if now - self._limit_warned_at >= 10.0:
+            self._limit_warned_at = now
+            logger.error(
+                "connection limit %d reached: refusing new connections",
+                self.config.max_connections,
+            )
 
     def warn_fd_pressure(self) -> None:
         """Log (at most every 10 s) that accept() is about to fail with EMFILE.
