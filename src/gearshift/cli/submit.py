@@ -268,8 +268,12 @@ async def run(
         except (GearmanError, OSError, TimeoutError) as exc:
             if progress is not None:
                 progress.clear()
-            what = "timeout" if isinstance(exc, GearmanTimeout | TimeoutError) else "error"
-            write_err(f"gearshift submit: {what}: {describe_error(exc)}\n".encode())
+            if isinstance(exc, GearmanTimeout | TimeoutError):
+                limit = f"{o.timeout:g}s" if o.timeout is not None else "the time limit"
+                text = f"timeout: no result within {limit} (-t)"
+            else:
+                text = f"error: {describe_error(exc)}"
+            write_err(f"gearshift submit: {text}\n".encode())
             return 1
         finally:
             if progress is not None:
