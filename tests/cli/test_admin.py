@@ -280,13 +280,27 @@ def test_watch_redraws_in_place_on_a_tty(server: ServerProcess, procs: Procs) ->
         slave = -1
         buf = b""
         deadline = time.monotonic() + 30
-        while buf.count(b"\x1b[H\x1b[2J") < 2:
+        while buf.count(b"\x1b[H") < 2:
             assert time.monotonic() < deadline, buf
             ready, _, _ = select.select([master], [], [], 1)
             if ready:
                 buf += os.read(master, 65536)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                break
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+        assert buf.startswith(b"\x1b[?25l\x1b[2J\x1b[H")  # hide cursor, clear, home
+        assert b"FUNCTION" in buf and b"\x1b[K" in buf
+        assert buf.endswith(b"\x1b[?25h")  # the cursor is given back on Ctrl-C
     finally:
         if slave >= 0:
             os.close(slave)

@@ -351,35 +351,50 @@ def format_table(rows: list[FunctionStatus], server: ServerAddress, now: datetim
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
+#: Terminal control for --watch: clear once, then home the cursor and overwrite each line
+#: (erasing its old tail) and everything below, so the table never flickers.
+_CLEAR, _HOME, _ERASE_LINE, _ERASE_BELOW = b"\x1b[2J", b"\x1b[H", b"\x1b[K", b"\x1b[J"
+_HIDE_CURSOR, _SHOW_CURSOR = b"\x1b[?25l", b"\x1b[?25h"
+
+
+def redraw(table: str, first: bool) -> bytes:
+    """The bytes that replace the previous table on a terminal with ``table``."""
+    body = b"".join(line.encode() + _ERASE_LINE + b"\n" for line in table.splitlines())
+    return (_HIDE_CURSOR + _CLEAR if first else b"") + _HOME + body + _ERASE_BELOW
+
+
 async def run_watch(
     admin: AsyncAdminClient, interval: float, as_json: bool, stop: asyncio.Event
 ) -> int:
     """Redraw the function table every ``interval`` seconds until ``stop`` is set.
 
-    On a terminal the screen is cleared and redrawn in place; otherwise each refresh is
-    printed after the previous one (one JSON object per line with ``--json``).
+    On a terminal the table is redrawn in place; otherwise each refresh is printed after
+    the previous one (one JSON object per line with ``--json``), so it can be logged.
     """
-    tty = is_tty(sys.stdout)
+    tty = is_tty(sys.stdout) and not as_json
     first = True
-    while not stop.is_set():
-        rows = await admin.status()
-        now = datetime.datetime.now()
-        if as_json:
-            doc = {"time": now.isoformat(timespec="seconds"), "server": str(admin.server)}
-            doc["status"] = to_jsonable(rows)
-            write_out(json.dumps(doc).encode() + b"\n")
-        else:
-            table = format_table(rows, admin.server, now)
-            if tty:
-                # Home the cursor and clear the screen: the table is redrawn in place.
-                write_out(b"\x1b[H\x1b[2J" + table.encode())
+    try:
+        while not stop.is_set():
+            rows = await admin.status()
+            now = datetime.datetime.now()
+            if as_json:
+                doc = {"time": now.isoformat(timespec="seconds"), "server": str(admin.server)}
+                doc["status"] = to_jsonable(rows)
+                write_out(json.dumps(doc).encode() + b"\n")
             else:
-                write_out((b"" if first else b"\n") + table.encode())
-        first = False
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=interval)
-        except TimeoutError:
-            pass
+                table = format_table(rows, admin.server, now)
+                if tty:
+                    write_out(redraw(table, first))
+                else:
+                    write_out((b"" if first else b"\n") + table.encode())
+            first = False
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+    finally:
+        if tty and not first:
+            write_out(_SHOW_CURSOR)
     return 0
 
 
