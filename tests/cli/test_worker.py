@@ -167,10 +167,16 @@ def test_server_list(
 
 def test_job_time_limit(server: ServerProcess, procs: Procs) -> None:
     start_worker(server, procs, "-t", "500", "-f", "stuck", "--", "sleep", "30", function="stuck")
-    started = time.monotonic()
-    r = gs("submit", "-p", str(server.port), "-t", "20000", "-f", "stuck", "x")
-    assert r.returncode == 1
-    assert time.monotonic() - started < 20
+    # Line mode, with a workload larger than a pipe buffer that the command never reads.
+    start_worker(
+        server, procs, "-n", "-t", "500", "-f", "stuckn", "--", "sleep", "30", function="stuckn"
+    )
+    for function, payload in (("stuck", b"x"), ("stuckn", b"y" * (1 << 20))):
+        started = time.monotonic()
+        r = call("submit", "-p", str(server.port), "-t", "20000", "-f", function, input=payload)
+        assert r.returncode == 1, function
+        assert r.stderr == b"Job failed\n"
+        assert time.monotonic() - started < 20
 
 
 def test_usage_errors() -> None:

@@ -170,10 +170,12 @@ class Printer:
             self.progress.clear()
 
     def out(self, function: str, data: bytes) -> None:
+        """A payload (WORK_DATA, WORK_COMPLETE) on stdout."""
         self._clear()
         write_out(self._pre(function) + data)
 
     def err(self, function: str, data: bytes) -> None:
+        """A warning, an exception payload or ``Job failed`` on stderr."""
         self._clear()
         write_err(self._pre(function) + data)
 
@@ -188,12 +190,9 @@ class Printer:
         write_err(data)
 
     def status(self, function: str, numerator: int, denominator: int) -> None:
+        """WORK_STATUS as gearman prints it (integer percent; 0 for a zero denominator)."""
         percent = numerator * 100 // denominator if denominator else 0
         self.out(function, f"{percent}% Complete\n".encode())
-
-
-def _priority_name(priority: Priority) -> str:
-    return priority.name.lower()
 
 
 async def run_workload(

@@ -208,8 +208,14 @@ class CommandRunner:
                 if self.o.strip_newline and line.endswith(b"\n"):
                     line = line[:-1]
                 job.send_data(line)
-        finally:
-            await feeder
+        except BaseException:
+            # Cancelled (time limit, shutdown): a feeder stuck on a full pipe must not
+            # keep the caller from killing the command.
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+            raise
+        await feeder
         return await proc.wait()
 
 
