@@ -27,7 +27,7 @@ HEARTBEAT = 0.5
 pytestmark = pytest.mark.postgres
 
 
-def admin(port: int, command: str, timeout: float = 10.0) -> list[list[str]]:
+def admin(port: int, command: str, timeout: float = 20.0) -> list[list[str]]:
     """Run one list-style admin command; return its rows split on tabs."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(command.encode() + b"\n")

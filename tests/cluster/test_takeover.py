@@ -70,7 +70,7 @@ async def test_kill_one_of_three_mid_run_loses_nothing(cluster: Cluster) -> None
     victim.kill()
     killed_at = time.monotonic()
     await submitting
-    took = await _until(
+    await _until(
         lambda: all(u in runs.count for u in acked), LEASE + 40, "every acknowledged job to run"
     )
     last = max(runs.done_at[u] for u in acked)
@@ -87,7 +87,7 @@ async def test_kill_one_of_three_mid_run_loses_nothing(cluster: Cluster) -> None
     )
     assert len(acked) == 20_000
     assert not lost
-    assert took <= LEASE + 10, f"finished {took:.1f}s after the kill"
+    assert last - killed_at <= LEASE + 10, f"finished {last - killed_at:.1f}s after the kill"
     # Nothing is left in the store or queued on the survivors.
     for port in survivors:
         assert queued(port, "cl") == 0
@@ -293,8 +293,8 @@ def _try_submit(port: int) -> bool:
 
     try:
         submit_bg_sync(port, FUNCTION, b"again", b"", ptype=PacketType.SUBMIT_JOB_BG)
-    except AssertionError:
-        return False  # ERROR QUEUE_ERROR while the store reconnects
+    except (AssertionError, OSError):
+        return False  # ERROR QUEUE_ERROR (or no answer yet) while the store reconnects
     return True
 
 
