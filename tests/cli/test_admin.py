@@ -25,7 +25,7 @@ from tests.cli.conftest import (
     wait_queued,
     wait_workers,
 )
-from tests.procs import ServerProcess, free_port
+from tests.procs import ServerProcess, free_port, wait_listening
 
 from gearshift.cli._common import resolve_servers
 
@@ -347,3 +347,30 @@ def test_gearman_servers_env_is_used(gearmand: ServerProcess) -> None:
     r = gs("admin", "--getpid", env={"GEARMAN_SERVERS": gearmand.address})
     assert r.returncode == 0
     assert r.stdout.strip().isdigit()
+
+
+PERL_GEARMAND = "/usr/bin/gearmand"
+
+
+@pytest.mark.skipif(not os.access(PERL_GEARMAND, os.X_OK), reason="Perl Gearman::Server absent")
+def test_perl_server_replies_match_gearadmin(procs: Procs) -> None:
+    # Perl's Gearman::Server answers `version` without OK and list commands it lacks with
+    # a single ERR line (which must not leave the reader waiting for a ".").
+    port = free_port()
+    proc = procs.start(
+        [PERL_GEARMAND, "-p", str(port), "-L", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_listening(port, proc)
+    for flags in (
+        ["--status"],
+        ["--workers"],
+        ["--server-version"],
+        ["--priority-status"],
+        ["--priority-status", "--server-version", "--getpid"],
+    ):
+        ref = gearadmin("-p", str(port), *flags)
+        ours = call("admin", "-p", str(port), *flags)
+        assert (ours.stdout, ours.stderr) == (ref.stdout, ref.stderr), flags
+    assert ours.stderr.startswith(b"Error: ")
