@@ -260,3 +260,28 @@ def test_servers_env(server: ServerProcess, procs: Procs) -> None:
     )
     assert r.returncode == 0 and r.stdout == b"vne"
     wait_for(lambda: "rev" in status_of(server.port), 5)
+
+
+def test_parallel_lines_keep_input_order(server: ServerProcess, procs: Procs) -> None:
+    # Each job sleeps as long as its line says, so with 5 in flight they finish out of
+    # order; the output must still follow the input.
+    procs.gearshift(
+        "worker",
+        "-p",
+        str(server.port),
+        "--concurrency",
+        "5",
+        "-f",
+        "nap",
+        "--",
+        "sh",
+        "-c",
+        'read x; sleep "$x"; echo "done $x"',
+    )
+    wait_workers(server.port, "nap")
+    naps = [b"0.8", b"0.1", b"0.5", b"0", b"0.3"]
+    stdin = b"".join(n + b"\n" for n in naps)
+    r = call("submit", "-p", str(server.port), "-j", "5", "-P", "-n", "-f", "nap", input=stdin)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"".join(b"nap: done " + n + b"\n" for n in naps)
+    assert call("submit", "-j", "0", "-f", "nap").returncode == 1

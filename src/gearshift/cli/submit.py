@@ -9,7 +9,8 @@ next workload starts, as ``gearman`` does.  What the jobs send back is printed a
 
 The exit status is 1 when a job failed, raised an exception or timed out, or the server
 could not be reached (``gearman`` 1.1.20 exits 0 for the last two).  With ``-b`` the
-jobs are only queued; lines from stdin are then submitted many at a time.
+jobs are only queued; lines from stdin are then submitted many at a time (``-j`` sets
+how many lines are in flight in either mode; output stays in input order).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 import os
 import ssl
 import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -65,10 +67,14 @@ Client options:
 \t-P            - Prefix all output lines with functions names
 \t-s            - Send job without reading from standard input
 \t-u <unique>   - Unique key to use for job
+
+gearshift extras:
+\t-j, --jobs <n> - With -n/-N: keep up to n lines in flight (default 1, or 64 with -b);
+\t                 output still comes in input order
 """
 
-SHORT_OPTS = "bc:f:h:HILnNp:Pst:u:wi:dvS"
-LONG_OPTS = ["help"]
+SHORT_OPTS = "bc:f:h:HILnNp:Pst:u:wi:dvSj:"
+LONG_OPTS = ["help", "jobs="]
 
 
 @dataclass
@@ -91,6 +97,7 @@ class SubmitOptions:
     worker_mode: bool = False
     help: bool = False
     ssl: bool = False
+    jobs: int | None = None
     data: list[str] = field(default_factory=list)
 
 
@@ -140,10 +147,22 @@ def parse_args(argv: list[str]) -> SubmitOptions:
             o.help = True
         elif flag == "-S":
             o.ssl = True
+        elif flag in ("-j", "--jobs"):
+            o.jobs = _positive(flag, value)
         elif flag in ("-c", "-d"):
             # Worker-mode count / daemon flags: meaningless for a client, accepted as gearman does.
             pass
     return o
+
+
+def _positive(flag: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise UsageError(f"{flag} takes a positive number, not {value!r}")
+    return number
 
 
 def _timeout_ms(value: str) -> float | None:
@@ -280,6 +299,44 @@ async def run(
     return 0 if ok else 1
 
 
+class LineOutput(Printer):
+    """The output of one stdin line's jobs while several lines are in flight (``-j``).
+
+    The oldest unfinished line writes straight through; younger ones buffer what they
+    print until every line before them is done, so the output is in input order, as
+    if the lines had run one after another.
+    """
+
+    def __init__(self, printer: Printer) -> None:
+        super().__init__(printer.prefix, printer.progress)
+        self._printer = printer
+        self._held: list[tuple[Callable[..., None], tuple[object, ...]]] | None = []
+
+    def go_live(self) -> None:
+        """Print what was held back, then write through."""
+        held, self._held = self._held, None
+        for method, args in held or ():
+            method(*args)
+
+    def out(self, function: str, data: bytes) -> None:
+        self._emit(self._printer.out, function, data)
+
+    def err(self, function: str, data: bytes) -> None:
+        self._emit(self._printer.err, function, data)
+
+    def plain(self, data: bytes) -> None:
+        self._emit(self._printer.plain, data)
+
+    def plain_err(self, data: bytes) -> None:
+        self._emit(self._printer.plain_err, data)
+
+    def _emit(self, method: Callable[..., None], *args: object) -> None:
+        if self._held is None:
+            method(*args)
+        else:
+            self._held.append((method, args))
+
+
 async def _per_line(
     client: AsyncClient[bytes],
     o: SubmitOptions,
@@ -287,38 +344,46 @@ async def _per_line(
     printer: Printer,
     progress: Progress,
 ) -> bool:
-    """One workload per stdin line; background ones are kept ``BACKGROUND_WINDOW`` deep."""
+    """One workload per stdin line, up to ``-j`` lines in flight (64 for background jobs)."""
 
     def workload(line: bytes) -> bytes:
         if o.strip_newline and line.endswith(b"\n"):
             return line[:-1]
         return line
 
+    window = o.jobs if o.jobs is not None else (BACKGROUND_WINDOW if o.background else 1)
+    pending: deque[tuple[LineOutput, asyncio.Task[bool]]] = deque()
     ok = True
-    if not o.background:
+
+    async def finish_oldest() -> None:
+        nonlocal ok
+        _, task = pending[0]
+        try:
+            done = await task
+        finally:
+            pending.popleft()
+            if pending:
+                pending[0][0].go_live()
+        ok = ok and done
+        progress.update(1, 0 if done else 1)
+
+    try:
         while line := await _read_line(stdin):
-            done = await run_workload(client, o, workload(line), printer)
-            ok = ok and done
-            progress.update(1, 0 if done else 1)
-        return ok
-
-    in_flight: set[asyncio.Task[bool]] = set()
-
-    def finished(task: asyncio.Task[bool]) -> None:
-        in_flight.discard(task)
-        good = not task.cancelled() and task.exception() is None and task.result()
-        progress.update(1, 0 if good else 1)
-
-    tasks: list[asyncio.Task[bool]] = []
-    while line := await _read_line(stdin):
-        while len(in_flight) >= BACKGROUND_WINDOW:
-            await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-        task = asyncio.create_task(run_workload(client, o, workload(line), printer))
-        task.add_done_callback(finished)
-        in_flight.add(task)
-        tasks.append(task)
-    results = await asyncio.gather(*tasks)
-    return all(results) and ok
+            while len(pending) >= window:
+                await finish_oldest()
+            output = LineOutput(printer)
+            if not pending:
+                output.go_live()
+            task = asyncio.create_task(run_workload(client, o, workload(line), output))
+            pending.append((output, task))
+        while pending:
+            await finish_oldest()
+    finally:
+        # Only after an error: stop the lines still in flight.
+        for _, task in pending:
+            task.cancel()
+        await asyncio.gather(*(task for _, task in pending), return_exceptions=True)
+    return ok
 
 
 def _write_pidfile(path: str) -> Callable[[], None]:
