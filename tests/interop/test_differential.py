@@ -527,3 +527,12 @@ def test_sent_bytes_are_rendered_as_the_server_parses_them() -> None:
     assert render_sent(packet, norm) == ["SUBMIT_JOB(b'f', b'u', b'a\\x00b\\x00')"]
     assert render_sent(struct.pack(">4sII", REQ, 7, 1) + b"f", norm)[0].startswith("RAW ")
     assert render_sent(b"status\r\n", norm) == ["TEXT b'status\\r\\n'"]
+
+
+def test_normaliser_keeps_coalescing_visible() -> None:
+    """Renaming handles must not hide whether two submits got the same job."""
+    same, fresh = _Normaliser(), _Normaliser()
+    coalesced = [same(b"H:vm:1"), same(b"H:vm:1")]
+    separate = [fresh(b"H:vm:1"), fresh(b"H:vm:2")]
+    assert coalesced == [b"H:#1", b"H:#1"]
+    assert separate == [b"H:#1", b"H:#2"]
