@@ -1457,6 +1457,52 @@ MORE = [
     ),
 ]
 
+# --- big bodies and odd coalescing
+
+_MIB = bytes(range(256)) * 4096
+
+BULK = [
+    conv(
+        "large_payload_round_trip",
+        can_do("w", b"big"),
+        submit("c", P.SUBMIT_JOB, b"big", b"bu", _MIB),
+        submit("c2", P.SUBMIT_JOB, b"big", b"bu", b"ignored"),
+        grab("w", P.GRAB_JOB_UNIQ),
+        Send("w", req(P.WORK_DATA, H[0], _MIB[::-1])),
+        Recv("c"),
+        Recv("c2"),
+        Send("w", req(P.WORK_COMPLETE, H[0], _MIB + _MIB)),
+        Recv("c"),
+        Recv("c2"),
+    ),
+    conv(
+        "dash_unique_foreground",
+        can_do("w", b"df"),
+        submit("c", P.SUBMIT_JOB, b"df", b"-", b"same payload"),
+        submit("c2", P.SUBMIT_JOB, b"df", b"-", b"same payload"),
+        submit("c3", P.SUBMIT_JOB, b"df", b"-", b"other payload"),
+        Send("c", req(P.GET_STATUS_UNIQUE, b"-")),
+        Recv("c"),
+        grab("w"),
+        Send("w", req(P.WORK_COMPLETE, H[0], b"r")),
+        Recv("c"),
+        Recv("c2"),
+        Sync("c3"),
+    ),
+    conv(
+        "admin_line_fragmented",
+        Send("a", b"sta"),
+        Send("a", b"tus"),
+        Send("a", b"\r"),
+        Send("a", b"\n"),
+        Recv("a"),
+        Send("a", b"ver"),
+        Send("a", b"bose\r\nshow jobs\r"),
+        Send("a", b"\n"),
+        Recv("a", 3),
+    ),
+]
+
 CONVERSATIONS: list[Conversation] = [
     *FRAMING,
     *UNEXPECTED,
@@ -1468,4 +1514,5 @@ CONVERSATIONS: list[Conversation] = [
     *ORDER,
     *ADMIN,
     *MORE,
+    *BULK,
 ]
