@@ -1499,7 +1499,7 @@ BULK = [
         Send("a", b"ver"),
         Send("a", b"bose\r\nshow jobs\r"),
         Send("a", b"\n"),
-        Recv("a", 3),
+        Recv("a", 2),
     ),
 ]
 
