@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from tests.cli.conftest import (
@@ -93,11 +94,16 @@ def test_echo_without_command(server: ServerProcess, procs: Procs) -> None:
     assert out == b"ping"
 
 
-def test_count_exits_after_n_jobs(server: ServerProcess, procs: Procs) -> None:
-    proc = start_worker(server, procs, "-c", "2", "-f", "cnt", "--", "cat", function="cnt")
+def test_count_exits_after_n_jobs(server: ServerProcess, procs: Procs, tmp_path: Path) -> None:
+    pidfile = tmp_path / "worker.pid"
+    proc = start_worker(
+        server, procs, "-c", "2", "-i", str(pidfile), "-f", "cnt", "--", "cat", function="cnt"
+    )
+    assert pidfile.read_text().strip() == str(proc.pid)
     for word in (b"one", b"two"):
         assert gearman("-p", str(server.port), "-f", "cnt", word.decode()).stdout == word
     assert proc.wait(30) == 0
+    assert not pidfile.exists()
     wait_for(lambda: status_of(server.port)["cnt"][2] == 0, 30, "worker gone")
 
 
