@@ -442,26 +442,8 @@ class Player:
             time.sleep(st.seconds)
 
     def _sync(self, name: str) -> None:
-        self.barrier += 1
-        marker = b"barrier-%d" % self.barrier
-        c = self.conn(name)
-        c.send(encode_request(PacketType.ECHO_REQ, marker))
-        deadline = self._deadline(READ_TIMEOUT)
-        while True:
-            try:
-                kind, msg = c.read_packet_or_line(deadline)
-            except _TimedOut:
-                self._timeout(name, "sync")
-                return
-            except _Closed:
-                self.lines.append(f"{name} <- CLOSED")
-                return
-            if kind == "packet":
-                assert isinstance(msg, Packet)
-                if msg.type == PacketType.ECHO_RES and msg.args == (marker,):
-                    self.lines.append(f"{name} <- sync")
-                    return
-            self._record_message(name, kind, msg)
+        if self._barrier(self.conn(name), name):
+            self.lines.append(f"{name} <- sync")
 
     def _barrier(self, c: RawConnection, name: str) -> bool:
         """Echo round trip on ``c``; anything else that arrives first is recorded."""
@@ -473,7 +455,7 @@ class Player:
             try:
                 kind, msg = c.read_packet_or_line(deadline)
             except _TimedOut:
-                self._timeout(name, "barrier")
+                self._timeout(name, "sync")
                 return False
             except _Closed:
                 self.lines.append(f"{name} <- CLOSED")
