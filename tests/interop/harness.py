@@ -28,7 +28,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gearshift.errors import RemoteProtocolError
 from gearshift.protocol import Decoder, Packet, PacketType, encode_request
@@ -136,10 +136,8 @@ class Conversation:
     name: str
     steps: tuple[Step, ...]
     server_args: tuple[str, ...] = ()
-    #: Lines of list replies are sorted (hash order); set False where order matters.
-    sort_lists: bool = True
+    #: What the conversation shows (printed by ``python -m tests.interop.show``).
     doc: str = ""
-    tags: tuple[str, ...] = field(default=())
 
 
 # --------------------------------------------------------------------------- builders
