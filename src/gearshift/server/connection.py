@@ -1,6 +1,9 @@
-"""One ``asyncio.Protocol`` per peer: bytes -> Decoder -> scheduler -> one write per batch.
+"""One ``asyncio.Protocol`` per peer: bytes -> packets -> scheduler -> one write per batch.
 
 A connection is also the scheduler's ``Peer`` (one object per peer, no lookups).
+Packets are parsed in ``data_received`` itself with the codec's table (``ARGC``) and
+limits, rather than through ``codec.Decoder``: on the server's hot path that saves a
+Packet object, a list and a buffer copy per packet.
 Everything a ``data_received`` call produces, for this peer and for the peers it
 touches (fan-out, NOOPs), is written once at the end of the batch.
 
