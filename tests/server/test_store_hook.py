@@ -197,6 +197,7 @@ async def test_store_adds_pipelined_replies_in_submit_order() -> None:
         c.send(T.SUBMIT_JOB_BG, b"f", b"u1", b"dup")  # coalesces onto a pending job
         c.send(T.SUBMIT_JOB_BG, b"f", b"u" * 65, b"x")  # refused at once, but in order
         c.send(T.ECHO_REQ, b"after")  # waits behind all of them
+        c.send_raw(b"getpid\r\n")  # admin lines wait too
         c.send(T.SUBMIT_JOB_BG, b"f", b"u4", b"x")  # after the echo: waits in the backlog
         await wait_for(lambda: store.in_flight == 4)
         await c.nothing(0.2)
@@ -208,6 +209,7 @@ async def test_store_adds_pipelined_replies_in_submit_order() -> None:
         assert await c.expect(T.JOB_CREATED) == h1
         assert await c.expect(T.ERROR) == (b"ARGUMENT_TOO_LARGE", b"Unique value too large")
         assert await c.expect(T.ECHO_RES) == (b"after",)
+        assert (await c.reader.readline()).startswith(b"OK ")
         h4 = await c.expect(T.JOB_CREATED)
         assert len({h0, h1, h3, h4}) == 4
         assert store.max_in_flight == 4
