@@ -169,6 +169,14 @@ def test_server_list(
     wait_workers(other.port, "multi")
     assert gearman("-p", str(other.port), "-f", "multi", "ab").stdout == b"ba"
     assert gearman("-p", str(server.port), "-f", "multi", "cd").stdout == b"dc"
+    # The client side takes the same list (jobs are spread by unique id over both).
+    uniques = [f"u{i}" for i in range(8)]
+    for unique in uniques:
+        r = call("submit", "-h", hosts, "-u", unique, "-f", "multi", "xy")
+        assert (r.stdout, r.returncode) == (b"yx", 0), r.stderr
+    # And so does GEARMAN_SERVERS.
+    r = call("submit", "-f", "multi", "env", env={"GEARMAN_SERVERS": hosts})
+    assert (r.stdout, r.returncode) == (b"vne", 0), r.stderr
 
 
 def test_job_time_limit(server: ServerProcess, procs: Procs) -> None:
