@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from types import TracebackType
 
@@ -79,7 +80,14 @@ class AsyncAdminClient:
     async def aclose(self) -> None:
         """Close the connection; the client cannot be used afterwards."""
         self._closed = True
+        writer = self._writer
         self._drop()
+        if writer is not None:
+            # Wait for the transport (a TLS one especially) to really close, so no
+            # socket is left for the garbage collector to warn about.
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(5):
+                    await writer.wait_closed()
 
     def _drop(self) -> None:
         if self._writer is not None:
