@@ -1,12 +1,13 @@
 """Sans-IO encoding and incremental decoding of Gearman packets and admin lines.
 
-How it works: ``Decoder.feed(data)`` appends to one ``bytearray`` and returns every
-complete message it now holds, in order.  A message starting with a NUL byte is a
-binary packet (12-byte header, then the body); anything else is an admin text line
-ending in ``\\n`` (one trailing ``\\r`` stripped).  Text and binary may alternate on
-one connection, as gearmand allows.  Arguments are sliced straight out of the buffer
-(one copy each, even for a large payload), splitting the body on NUL at most
-``argc - 1`` times so the last argument may contain NULs.
+How it works: ``Decoder.feed(data)`` returns every complete message that ``data``
+finishes, in order.  A message starting with a NUL byte is a binary packet (12-byte
+header, then the body); anything else is an admin text line ending in ``\\n`` (one
+trailing ``\\r`` stripped).  Text and binary may alternate on one connection, as
+gearmand allows.  Messages are sliced straight out of ``data``; only an unfinished
+one is kept, in a ``bytearray``, and it is not parsed again until the bytes its header
+announced have arrived (or, for an admin line, a newline).  Bodies are split on NUL at
+most ``argc - 1`` times so the last argument may contain NULs.
 
 Errors are raised as ``RemoteProtocolError`` subclasses; after one the decoder is
 unusable and the caller should close the connection.
@@ -49,6 +50,10 @@ class Packet(NamedTuple):
     args: tuple[bytes, ...]
     #: True for ``\\0REQ`` (sent to a server), False for ``\\0RES``.
     request: bool = True
+
+
+#: ``tuple.__new__`` skips the Python-level ``__new__`` that namedtuple generates.
+_new_packet = tuple.__new__
 
 
 class AdminLine(bytes):
@@ -104,7 +109,7 @@ class Decoder:
             (a server does; a client reading a binary reply stream does not).
     """
 
-    __slots__ = ("_buf", "_pos", "max_packet_size", "max_line", "allow_admin")
+    __slots__ = ("_buf", "_need", "max_packet_size", "max_line", "allow_admin")
 
     def __init__(
         self,
@@ -115,8 +120,11 @@ class Decoder:
     ) -> None:
         if not 0 < max_packet_size <= MAX_PACKET_LIMIT:
             raise ValueError(f"max_packet_size must be 1..{MAX_PACKET_LIMIT}")
+        #: The start of an unfinished message, kept between calls.
         self._buf = bytearray()
-        self._pos = 0
+        #: Bytes the buffered message needs before parsing is worth trying;
+        #: 0 for an unfinished admin line (parse again once a newline arrives).
+        self._need = 0
         self.max_packet_size = max_packet_size
         self.max_line = max_line
         self.allow_admin = allow_admin
@@ -124,7 +132,7 @@ class Decoder:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as messages."""
-        return len(self._buf) - self._pos
+        return len(self._buf)
 
     def feed(self, data: bytes) -> list[Event]:
         """Add received bytes; return the complete messages they finish, in order.
@@ -132,76 +140,77 @@ class Decoder:
         Raises:
             RemoteProtocolError: a subclass naming what was wrong with the input.
         """
+        # Speed: in the common case (nothing buffered) messages are sliced straight
+        # out of ``data``; only an unfinished tail is copied into the buffer, and a
+        # large body arriving in pieces is not looked at until it is complete.
         buf = self._buf
-        if self._pos >= len(buf):
+        if buf:
+            buf += data
+            if len(buf) < self._need:
+                return []
+            if not self._need and b"\n" not in data and len(buf) <= self.max_line:
+                # Still inside an admin line (the parse below raises if it grew too long).
+                return []
+            src = bytes(buf)
             buf.clear()
-            self._pos = 0
-        buf += data
+        else:
+            src = bytes(data)
         out: list[Event] = []
-        pos = self._pos
-        end = len(buf)
-        view = memoryview(buf)
-        try:
-            while pos < end:
-                if buf[pos]:
-                    if not self.allow_admin:
-                        raise InvalidMagic(
-                            f"expected a binary packet, got {bytes(buf[pos : pos + 4])!r}"
+        pos = 0
+        end = len(src)
+        while pos < end:
+            if src[pos]:
+                if not self.allow_admin:
+                    raise InvalidMagic(f"expected a binary packet, got {src[pos : pos + 4]!r}")
+                nl = src.find(b"\n", pos)
+                if nl < 0:
+                    if end - pos > self.max_line:
+                        raise AdminLineTooLong(f"admin line longer than {self.max_line} bytes")
+                    self._need = 0
+                    break
+                stop = nl - 1 if nl > pos and src[nl - 1] == 13 else nl
+                out.append(AdminLine(src[pos:stop]))
+                pos = nl + 1
+                continue
+            if end - pos < HEADER_SIZE:
+                if end - pos >= 4 and src[pos : pos + 4] not in (REQ, RES):
+                    raise InvalidMagic(f"bad magic {src[pos : pos + 4]!r}")
+                self._need = HEADER_SIZE
+                break
+            magic, ptype, size = _unpack_header(src, pos)
+            if magic != REQ and magic != RES:
+                raise InvalidMagic(f"bad magic {magic!r}")
+            if not 0 < ptype <= MAX_PACKET_TYPE:
+                raise UnknownPacketType(f"unknown packet type {ptype}")
+            if size > self.max_packet_size:
+                raise PacketTooLarge(
+                    f"packet type {ptype} body of {size} bytes exceeds {self.max_packet_size}"
+                )
+            start = pos + HEADER_SIZE
+            stop = start + size
+            if stop > end:
+                self._need = HEADER_SIZE + size
+                break
+            argc = ARGC[ptype]
+            if argc == 1:
+                args: tuple[bytes, ...] = (src[start:stop],)
+            elif argc == 0:
+                args = ()
+            else:
+                parts: list[bytes] = []
+                at = start
+                for _ in range(argc - 1):
+                    nul = src.find(b"\0", at, stop)
+                    if nul < 0:
+                        raise MalformedPacket(
+                            f"{PacketType(ptype).name} needs {argc} arguments, got {len(parts) + 1}"
                         )
-                    nl = buf.find(b"\n", pos)
-                    if nl < 0:
-                        if end - pos > self.max_line:
-                            raise AdminLineTooLong(f"admin line longer than {self.max_line} bytes")
-                        break
-                    stop = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
-                    out.append(AdminLine(view[pos:stop]))
-                    pos = nl + 1
-                    continue
-                if end - pos < HEADER_SIZE:
-                    if end - pos >= 4 and bytes(buf[pos : pos + 4]) not in (REQ, RES):
-                        raise InvalidMagic(f"bad magic {bytes(buf[pos : pos + 4])!r}")
-                    break
-                magic, ptype, size = _unpack_header(buf, pos)
-                if magic != REQ and magic != RES:
-                    raise InvalidMagic(f"bad magic {magic!r}")
-                if not 0 < ptype <= MAX_PACKET_TYPE:
-                    raise UnknownPacketType(f"unknown packet type {ptype}")
-                if size > self.max_packet_size:
-                    raise PacketTooLarge(
-                        f"packet type {ptype} body of {size} bytes exceeds {self.max_packet_size}"
-                    )
-                start = pos + HEADER_SIZE
-                stop = start + size
-                if stop > end:
-                    break
-                argc = ARGC[ptype]
-                if argc == 0:
-                    args: tuple[bytes, ...] = ()
-                elif argc == 1:
-                    args = (bytes(view[start:stop]),)
-                else:
-                    parts: list[bytes] = []
-                    at = start
-                    for _ in range(argc - 1):
-                        nul = buf.find(b"\0", at, stop)
-                        if nul < 0:
-                            raise MalformedPacket(
-                                f"{PacketType(ptype).name} needs {argc} arguments, "
-                                f"got {len(parts) + 1}"
-                            )
-                        parts.append(bytes(view[at:nul]))
-                        at = nul + 1
-                    parts.append(bytes(view[at:stop]))
-                    args = tuple(parts)
-                out.append(Packet(ptype, args, magic == REQ))
-                pos = stop
-        finally:
-            view.release()
-            if pos >= end:
-                buf.clear()
-                pos = 0
-            elif pos > 65536:
-                del buf[:pos]
-                pos = 0
-            self._pos = pos
+                    parts.append(src[at:nul])
+                    at = nul + 1
+                parts.append(src[at:stop])
+                args = tuple(parts)
+            out.append(_new_packet(Packet, (ptype, args, magic == REQ)))
+            pos = stop
+        if pos < end:
+            buf += memoryview(src)[pos:] if pos else src
         return out
