@@ -28,6 +28,7 @@ which is CLOCK_MONOTONIC and so comparable between processes.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import ctypes
 import os
@@ -285,7 +286,7 @@ class _Group:
         self.conns = list(await asyncio.gather(*(one(i) for i in range(spec.connections))))
 
 
-class _Conn(asyncio.Protocol):
+class _Conn(asyncio.Protocol, abc.ABC):
     """One connection; subclasses handle the packets of their role."""
 
     def __init__(self, group: _Group, index: int) -> None:
@@ -331,8 +332,9 @@ class _Conn(asyncio.Protocol):
         """Clients: nothing in flight and nothing more to submit."""
         return True
 
+    @abc.abstractmethod
     def handle(self, packets: list[Any], out: list[bytes]) -> None:
-        raise NotImplementedError
+        """React to the packets of one data_received; append replies to ``out``."""
 
     def on_ready_echo(self, p: Packet) -> None:
         if not self.ready.done():
@@ -377,8 +379,9 @@ class _Client(_Conn):
             self.inflight -= 1
             self.next(out, now)
 
+    @abc.abstractmethod
     def next(self, out: list[bytes], now: float) -> None:
-        raise NotImplementedError
+        """Submit the next job(s) if the run is not over."""
 
 
 class _FgClient(_Client):
