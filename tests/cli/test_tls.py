@@ -1,21 +1,15 @@
 """``-S``: the three commands over TLS to gearshift's ``--ssl`` port (gearmand here has no TLS).
 
-The commands run as subprocesses: the admin client's close leaves a TLS transport to be
-collected, and in-process pytest would turn that ResourceWarning into an error.
+The commands run as subprocesses, as users run them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import pytest
-from tests.cli.conftest import Procs, gearshift_server_available, gs, wait_for
+from tests.cli.conftest import Procs, gs, wait_for
 from tests.ops.conftest import Certs, certs  # noqa: F401 - the session fixture
 from tests.procs import ServerProcess
-
-pytestmark = pytest.mark.skipif(
-    not gearshift_server_available(), reason="gearshift's server is not built yet"
-)
 
 
 def test_submit_worker_admin_over_tls(
