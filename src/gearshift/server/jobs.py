@@ -57,6 +57,11 @@ NO_JOB_PACKET: Final = encode_header(_T.NO_JOB, 0)
 
 
 _pack_header = Struct(">4sII").pack
+# Plain ints for the packet types built on the per-job path: a module global is
+# cheaper than an enum attribute lookup, and struct packs an int without __index__.
+_JOB_CREATED: Final = int(_T.JOB_CREATED)
+_JOB_ASSIGN: Final = int(_T.JOB_ASSIGN)
+_WORK_COMPLETE: Final = int(_T.WORK_COMPLETE)
 
 
 def _packet(ptype: int, *args: bytes) -> bytes:
@@ -571,7 +576,7 @@ class Scheduler:
             return job
         self._enqueue(job)
         if peer is not None:
-            self.send(peer, _packet(_T.JOB_CREATED, handle))
+            self.send(peer, _pack_header(RES, _JOB_CREATED, len(handle)) + handle)
         return job
 
     def activate(self, job: Job, peer: Peer, stored: StoredJob) -> None:
@@ -939,8 +944,15 @@ class Scheduler:
 
     def grab_job(self, peer: Peer, args: Args) -> None:
         job = self._assign(peer)
-        if job is not None:
-            self.send_parts(peer, _parts(_T.JOB_ASSIGN, job.handle, job.func.name, job.data))
+        if job is None:
+            return
+        data = job.data
+        if len(data) < _SPLIT:
+            # The per-job case, inlined: one small packet, one buffer.
+            body = b"\0".join((job.handle, job.func.name, data))
+            self.send(peer, _pack_header(RES, _JOB_ASSIGN, len(body)) + body)
+        else:
+            self.send_parts(peer, _parts(_JOB_ASSIGN, job.handle, job.func.name, data))
 
     def grab_job_uniq(self, peer: Peer, args: Args) -> None:
         job = self._assign(peer)
@@ -995,11 +1007,22 @@ class Scheduler:
             self._fan_out(job, [_packet(_T.WORK_STATUS, *args)])
 
     def work_complete(self, peer: Peer, args: Args) -> None:
-        job = self._owned(peer, args[0], ERR_NOT_FOUND_RESULT)
-        if job is None:
+        handle = args[0]
+        job = self.handles.get(handle)
+        if job is None or job.worker is not peer:
+            self.send(peer, ERR_NOT_FOUND_RESULT)
             return
-        if job.clients:
-            self._fan_out(job, _parts(_T.WORK_COMPLETE, args[0], args[1]))
+        clients = job.clients
+        if clients:
+            data = args[1]
+            if len(data) < _SPLIT:
+                # The per-job case, inlined: one small packet shared by every client.
+                body = b"\0".join((handle, data))
+                packet = _pack_header(RES, _WORK_COMPLETE, len(body)) + body
+                for client in clients:
+                    self.send(client, packet)
+            else:
+                self._fan_out(job, _parts(_WORK_COMPLETE, handle, data))
         self._count_finished(job, "complete")
         self._remove(job)
 
