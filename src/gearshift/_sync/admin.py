@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from types import TracebackType
+from collections.abc import Coroutine
+from typing import Any
 
 from gearshift._async.admin import AsyncAdminClient
 from gearshift._async.net import ServerAddress
-from gearshift._sync.portal import Portal
+from gearshift._sync.portal import Portal, PortalOwner
 from gearshift.protocol.adminreplies import (
     ClusterMember,
     FunctionStatus,
@@ -19,7 +20,7 @@ from gearshift.protocol.adminreplies import (
 from gearshift.tls import TLSArg
 
 
-class AdminClient:
+class AdminClient(PortalOwner):
     """Blocking admin client for one server; see AsyncAdminClient for the details.
 
     Args:
@@ -43,22 +44,8 @@ class AdminClient:
         self.server = self._async.server
         self._portal = Portal("gearshift-admin")
 
-    def __enter__(self) -> AdminClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the connection and stop the private event loop."""
-        if not self._portal.closed:
-            self._portal.call(self._async.aclose)
-            self._portal.close()
+    def _close_async(self) -> Coroutine[Any, Any, None]:
+        return self._async.aclose()
 
     def command(self, command: str) -> list[str]:
         """Send one admin command; return its reply lines (``ERR`` lines are not raised)."""

@@ -7,9 +7,8 @@ callbacks (``on_data`` ...) and ``add_done_callback`` functions run on that thre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from datetime import datetime
-from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from gearshift._async.client import (
@@ -21,7 +20,7 @@ from gearshift._async.client import (
     JobUpdate,
 )
 from gearshift._async.net import ServersArg
-from gearshift._sync.portal import Portal
+from gearshift._sync.portal import Portal, PortalOwner
 from gearshift.codecs import Codec
 from gearshift.protocol.client import JobStatus
 from gearshift.protocol.packets import Priority
@@ -122,7 +121,7 @@ class Job(Generic[T]):
             yield update
 
 
-class Client(Generic[T]):
+class Client(PortalOwner, Generic[T]):
     """Blocking client; the arguments are AsyncClient's.
 
     Use it as a context manager, or call ``close()``: it owns a thread.
@@ -206,22 +205,8 @@ class Client(Generic[T]):
         )
         self.servers = self._async.servers
 
-    def __enter__(self) -> Client[T]:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the connections and stop the private event loop."""
-        if not self._portal.closed:
-            self._portal.call(self._async.aclose)
-            self._portal.close()
+    def _close_async(self) -> Coroutine[Any, Any, None]:
+        return self._async.aclose()
 
     def submit(
         self,

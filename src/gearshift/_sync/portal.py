@@ -7,12 +7,14 @@ therefore exists once, in ``gearshift._async``; the blocking classes only forwar
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 from gearshift.errors import ClosedError
 
@@ -114,3 +116,34 @@ class Portal:
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
+
+
+class PortalOwner(abc.ABC):
+    """The lifecycle the blocking Client, Worker and AdminClient share.
+
+    Each owns one Portal; ``close()`` (also on leaving a ``with`` block) runs the async
+    twin's own close on the portal's loop, then ends the loop thread.
+    """
+
+    _portal: Portal
+
+    @abc.abstractmethod
+    def _close_async(self) -> Coroutine[Any, Any, Any]:
+        """The async twin's close, run on the portal's loop by ``close()``."""
+
+    def close(self) -> None:
+        """Close the async twin and stop the private event loop thread."""
+        if not self._portal.closed:
+            self._portal.call(self._close_async)
+            self._portal.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

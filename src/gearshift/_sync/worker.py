@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterable
-from types import FrameType, TracebackType
+from collections.abc import Callable, Coroutine, Iterable
+from types import FrameType
 from typing import Any, TypeVar, overload
 
 from gearshift._async.net import ServerAddress, ServersArg
 from gearshift._async.worker import AsyncWorker, Handler, WorkerJob
-from gearshift._sync.portal import Portal
+from gearshift._sync.portal import Portal, PortalOwner
 from gearshift.codecs import Codec
 from gearshift.tls import TLSArg
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Worker:
+class Worker(PortalOwner):
     """Blocking worker; the arguments are AsyncWorker's (hooks run on its loop thread).
 
     Use it as a context manager, or call ``close()``: it owns a thread.
@@ -70,17 +70,6 @@ class Worker:
             on_error=on_error,
         )
         self.servers = self._async.servers
-
-    def __enter__(self) -> Worker:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def functions(self) -> list[str]:
@@ -166,11 +155,9 @@ class Worker:
         if not self._portal.closed:
             self._portal.call(self._async.stop, graceful)
 
-    def close(self) -> None:
-        """Stop at once if still running, and end the private event loop thread."""
-        if not self._portal.closed:
-            self._portal.call(self._async.stop, False)
-            self._portal.close()
+    def _close_async(self) -> Coroutine[Any, Any, None]:
+        # Closing a worker stops it at once if it still runs.
+        return self._async.stop(False)
 
 
 async def _make_worker(servers: ServersArg | None, **kwargs: Any) -> AsyncWorker:
