@@ -150,6 +150,11 @@ async def test_graceful_stop_finishes_running_jobs(server: ServerProcess) -> Non
         await worker.stop()
         assert await job.result(timeout=5) == b"finished"
         await asyncio.wait_for(task, 5)
+        # The worker has closed its connection; the server notices a moment later.
+        for _ in range(100):
+            if "graceful" not in {w.client_id for w in await admin.workers()}:
+                break
+            await asyncio.sleep(0.05)
         assert "graceful" not in {w.client_id for w in await admin.workers()}
         # Stopped: no more jobs are taken.
         queued = await client.submit_job("long")

@@ -242,3 +242,18 @@ def test_silent_peer_on_tls_port_is_dropped(tls_server: ServerThread) -> None:
         except ConnectionResetError:
             pass
         assert 5 < time.monotonic() - started < 35
+
+
+def test_large_payload_over_tls(tls_server: ServerThread, certs: Certs) -> None:
+    # TLS connections take the copying path for large payloads (no BufferedProtocol
+    # switch under the TLS layer); what follows the payload must still arrive intact.
+    payload = bytes(range(256)) * (8 * 1024)  # 2 MiB, NULs included
+    with tls_connect(tls_server.port, certs.client_context("app")) as s:
+        s.sendall(encode_request(T.ECHO_REQ, payload) + encode_request(T.ECHO_REQ, b"next"))
+        decoder = Decoder()
+        got: list[bytes] = []
+        while len(got) < 2:
+            data = s.recv(1 << 20)
+            assert data, "connection closed"
+            got += [ev.args[0] for ev in decoder.feed(data) if isinstance(ev, Packet)]
+        assert got == [payload, b"next"]

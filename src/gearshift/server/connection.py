@@ -22,7 +22,7 @@ import ipaddress
 import logging
 import socket
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from struct import Struct
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -50,6 +50,27 @@ _BG_SUBMITS: Final[dict[int, tuple[int, bool, bool]]] = {
     _T.SUBMIT_REDUCE_JOB_BACKGROUND: (NORMAL, False, True),
 }
 _unpack_header = Struct(">4sII").unpack_from
+#: Packet types whose last argument is an opaque payload the server only queues and
+#: forwards.  A large one is received straight into a buffer of its own size
+#: (``_PayloadReceiver``) and kept as that buffer: no copy in user space.
+_PAYLOAD_LAST: Final = frozenset(
+    {
+        _T.SUBMIT_JOB,
+        _T.SUBMIT_JOB_BG,
+        _T.SUBMIT_JOB_HIGH,
+        _T.SUBMIT_JOB_HIGH_BG,
+        _T.SUBMIT_JOB_LOW,
+        _T.SUBMIT_JOB_LOW_BG,
+        _T.SUBMIT_JOB_EPOCH,
+        _T.SUBMIT_REDUCE_JOB,
+        _T.SUBMIT_REDUCE_JOB_BACKGROUND,
+        _T.WORK_DATA,
+        _T.WORK_WARNING,
+        _T.WORK_COMPLETE,
+        _T.WORK_EXCEPTION,
+        _T.ECHO_REQ,
+    }
+)
 
 
 class _PendingAdd:
@@ -92,6 +113,95 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _zeroed_bytearray(size: int) -> bytearray:
+    return bytearray(size)
+
+
+def _find_uninitialized_bytearray() -> Callable[[int], bytearray]:
+    """``bytearray(n)`` without zero-filling it, where CPython's C API allows.
+
+    A large payload's buffer is overwritten by the socket before anyone reads it, so
+    clearing it first (a memset of the whole payload) is wasted work.  Uses
+    ``PyByteArray_FromStringAndSize(NULL, n)``; falls back to ``bytearray(n)``.
+    """
+    try:
+        import ctypes
+
+        api = ctypes.pythonapi
+        fn = api.PyByteArray_FromStringAndSize
+    except (ImportError, AttributeError):  # not CPython, or no ctypes
+        return _zeroed_bytearray
+    fn.restype = ctypes.py_object
+    fn.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+    probe = fn(None, 16)
+    if type(probe) is not bytearray or len(probe) != 16:
+        return _zeroed_bytearray
+    return cast(Callable[[int], bytearray], lambda size: fn(None, size))
+
+
+_uninitialized_bytearray = _find_uninitialized_bytearray()
+
+
+class _PayloadReceiver(asyncio.BufferedProtocol):
+    """Receives the rest of one large payload straight into its final buffer.
+
+    Installed with ``transport.set_protocol`` while a large payload arrives, so the
+    event loop reads from the socket into ``payload`` itself (no intermediate bytes
+    objects, no joining), and asks for exactly the bytes still missing, so nothing
+    after the packet is read into it.  When the payload is complete the connection
+    is reinstalled and runs the packet.
+    """
+
+    __slots__ = ("conn", "ptype", "request", "args", "payload", "view", "fill")
+
+    def __init__(
+        self, conn: Connection, ptype: int, request: bool, heads: list[bytes], payload: bytearray
+    ) -> None:
+        self.conn = conn
+        self.ptype = ptype
+        self.request = request
+        self.args = heads
+        self.payload = payload
+        self.view: memoryview | None = memoryview(payload)
+        self.fill = 0
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        assert self.view is not None
+        return self.view[self.fill :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        conn = self.conn
+        if conn.track_idle:
+            conn.last_active = conn.server.loop.time()
+        self.fill += nbytes
+        if self.fill < len(self.payload):
+            return
+        self.view = None
+        transport = conn.transport
+        if transport is not None:
+            transport.set_protocol(conn)
+        # The scheduler treats the payload as read-only bytes; it converts it with
+        # bytes() where it needs a hashable or storable value (Scheduler.submit,
+        # Scheduler.stored_record).
+        self.args.append(cast(bytes, self.payload))
+        conn.run_packet(self.ptype, self.request, self.args)
+        if conn.sched.dirty:
+            conn.sched.flush()
+
+    def pause_writing(self) -> None:
+        self.conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.conn.resume_writing()
+
+    def eof_received(self) -> bool | None:
+        return self.conn.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.view = None
+        self.conn.connection_lost(exc)
+
+
 class Connection(Peer, asyncio.Protocol):
     """A client, worker or admin connection."""
 
@@ -113,6 +223,7 @@ class Connection(Peer, asyncio.Protocol):
         "max_packet_size",
         "persistent",
         "track_idle",
+        "direct",
     )
 
     def __init__(self, server: GearmanServer) -> None:
@@ -128,6 +239,8 @@ class Connection(Peer, asyncio.Protocol):
         self.max_packet_size = server.config.max_packet_size
         self.persistent = server.persistent
         self.track_idle = server.config.idle_timeout is not None
+        #: Large payloads may be received with ``_PayloadReceiver`` (plain TCP only).
+        self.direct = False
         self.backlog: deque[Event] = deque()
         #: Replies in submit order: pending store adds and answers queued behind them.
         self.fifo: deque[_PendingAdd | _PendingReply | bytes] = deque()
@@ -152,6 +265,7 @@ class Connection(Peer, asyncio.Protocol):
             self.fd = sock.fileno()
             self._tune(sock)
         transport.set_write_buffer_limits(high=self.server.config.write_high_water)
+        self.direct = transport.get_extra_info("sslcontext") is None
         self.last_active = self.server.loop.time()
         connections = self.server.connections
         limit = self.server.config.max_connections
@@ -314,6 +428,12 @@ class Connection(Peer, asyncio.Protocol):
             stop = start + size
             if stop > end:
                 if stop - pos > _BIG_PACKET:
+                    if (
+                        self.direct
+                        and ptype in _PAYLOAD_LAST
+                        and self._receive_payload(data, start, end, stop, ptype, magic == REQ)
+                    ):
+                        break
                     big = bytearray(stop - pos)
                     big[: end - pos] = memoryview(data)[pos:]
                     self.big = big
@@ -376,10 +496,43 @@ class Connection(Peer, asyncio.Protocol):
                 at = nul + 1
             if argc:
                 args.append(bytes(view[at:]))
+        self.run_packet(ptype, magic == REQ, args)
+
+    def _receive_payload(
+        self, data: bytes, start: int, end: int, stop: int, ptype: int, request: bool
+    ) -> bool:
+        """Start receiving a large payload into its own buffer; False if not possible.
+
+        ``data[start:end]`` is the part of the body that is here, ``stop`` where the
+        body ends.  The arguments before the payload must all be in this part.
+        """
+        transport = self.transport
+        if transport is None:
+            return False
+        heads: list[bytes] = []
+        at = start
+        for _ in range(ARGC[ptype] - 1):
+            nul = data.find(b"\0", at, end)
+            if nul < 0:
+                return False
+            heads.append(data[at:nul])
+            at = nul + 1
+        payload = _uninitialized_bytearray(stop - at)
+        receiver = _PayloadReceiver(self, ptype, request, heads, payload)
+        if end > at:
+            payload[: end - at] = memoryview(data)[at:end]
+            receiver.fill = end - at
+        transport.set_protocol(receiver)
+        return True
+
+    def run_packet(self, ptype: int, request: bool, args: list[bytes]) -> None:
+        """Run one packet that arrived on its own (a large one)."""
         self.sched.stats.packets[ptype] += 1
+        if self.closed:
+            return
         if self.blocked:
-            self._while_blocked(Packet(ptype, tuple(args), magic == REQ))
-        elif magic != REQ:
+            self._while_blocked(Packet(ptype, tuple(args), request))
+        elif not request:
             self.sched.send(self, ERR_MAGIC)
         else:
             try:

@@ -537,7 +537,8 @@ class Scheduler:
         if not unique:
             key = None
         elif unique == b"-":
-            key = (name, unique, data) if data else None
+            # bytes(): a large payload may arrive as a (never mutated) bytearray.
+            key = (name, unique, bytes(data)) if data else None
         else:
             key = (name, unique)
         if key is not None:
@@ -1147,7 +1148,7 @@ class Scheduler:
         return StoredJob(
             function=job.func.name,
             unique=job.unique,
-            data=job.data,
+            data=bytes(job.data),  # a large payload may be a bytearray
             priority=Priority(job.priority),
             when=job.when,
         )
