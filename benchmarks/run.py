@@ -316,9 +316,10 @@ def render(
         *[f"| {k} | {v} |" for k, v in facts.items()],
         f"| load average before / after | {load[0]} / {load[1]} |",
         "",
-        "The generator, both servers and **other helpers' work share the same 2 cores**; see"
-        " Noise below. The generator is Python (`gearshift bench`), so it costs more CPU per job"
-        " than libgearman's `gearbench`: on 2 cores the generator, not the server, limits"
+        "The generator and both servers **share the machine's cores** with whatever else"
+        " runs (the load average above tells); see Noise below. The generator is Python"
+        " (`gearshift bench`), so it costs more CPU per job than libgearman's `gearbench`:"
+        " on 2 cores the generator, not the server, limits"
         " gearmand's jobs/s in a, b, d and f. The compare.sh section below uses gearbench.",
         "",
         "## Server commands",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 
+from benchmarks.inprocess import measure
 from benchmarks.run import Runs, median, ratio, scenario_table, shared_rows, spread, target_rows
 from benchmarks.scenarios import SCENARIOS, Params
 
@@ -74,3 +76,11 @@ def test_every_scenario_is_defined_for_both_servers() -> None:
         assert scenario.commands, key
     quick = Params().quick()
     assert quick.b_duration < Params().b_duration
+
+
+def test_inprocess_benchmark_runs_the_real_hot_path() -> None:
+    # A few hundred jobs through real Connection objects: the measurement must be a
+    # positive per-job cost, and every job must have completed (else _handle fails).
+
+    best, overhead = asyncio.run(measure(300, 2))
+    assert best > overhead > 0
