@@ -30,6 +30,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import sys
 from collections import deque
 from collections.abc import Callable, Sequence
 from struct import Struct
@@ -67,6 +68,13 @@ _WORK_COMPLETE: Final = int(_T.WORK_COMPLETE)
 def _packet(ptype: int, *args: bytes) -> bytes:
     body = b"\0".join(args)
     return _pack_header(RES, ptype, len(body)) + body
+
+
+#: ``Scheduler.compact`` leaves tables smaller than this alone...
+_COMPACT_MIN_BYTES: Final = 256 * 1024
+#: ...and rebuilds larger ones holding fewer entries than size / this (8x emptier than
+#: a full table, whose entries cost ~40 bytes each).
+_COMPACT_BYTES_PER_ENTRY: Final = 320
 
 
 #: Payloads at least this large are queued as a separate piece, never copied into
@@ -1136,6 +1144,26 @@ class Scheduler:
             when=stored.when,
             stored=stored,
         )
+
+    # ------------------------------------------------------------------ memory
+
+    def compact(self) -> int:
+        """Rebuild job and peer tables that a burst grew and that are now mostly empty.
+
+        A dict never shrinks as entries are deleted: after 200,000 queued jobs drain, the
+        handle and unique tables keep about 10 MiB each.  A rebuild costs a pass over the
+        live entries.  The server calls this from a housekeeping timer, off the per-job
+        path.  Returns the bytes of table given back.
+        """
+        freed = 0
+        for name in ("handles", "uniques", "peers"):
+            table: dict[object, object] = getattr(self, name)
+            size = sys.getsizeof(table)
+            if size >= _COMPACT_MIN_BYTES and len(table) * _COMPACT_BYTES_PER_ENTRY < size:
+                fresh = dict(table)
+                freed += size - sys.getsizeof(fresh)
+                setattr(self, name, fresh)
+        return freed
 
     # ------------------------------------------------------------------ views
 

@@ -77,6 +77,9 @@ class GearmanServer:
         self._cut_short = asyncio.Event()
         self._shutdown_task: asyncio.Task[None] | None = None
         self._idle_task: asyncio.Task[None] | None = None
+        self._housekeeping_task: asyncio.Task[None] | None = None
+        #: Seconds between ``Scheduler.compact`` calls.
+        self.housekeeping_interval = 5.0
         self._closing = False
         #: A shutdown asked for while starting: None, or whether it is graceful.
         self._early_stop: bool | None = None
@@ -153,6 +156,7 @@ class GearmanServer:
             await self._start_http()
         if cfg.idle_timeout:
             self._idle_task = self.loop.create_task(self._reap_idle(cfg.idle_timeout))
+        self._housekeeping_task = self.loop.create_task(self._housekeeping())
         logger.info(
             "listening on %s",
             ", ".join(f"{h}:{p}" for h, p in self.addresses),
@@ -252,8 +256,9 @@ class GearmanServer:
         for listener in self._listeners:
             await listener.wait_closed()
         self._listeners = []
-        if self._idle_task is not None:
-            self._idle_task.cancel()
+        for task in (self._idle_task, self._housekeeping_task):
+            if task is not None:
+                task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5.0)
         if self.cluster is not None:
@@ -326,6 +331,14 @@ class GearmanServer:
             await self.store.done(stored)
         except Exception:
             logger.exception("store done failed for %r/%r", stored.function, stored.unique)
+
+    async def _housekeeping(self) -> None:
+        """Every ``housekeeping_interval`` seconds: give back what a burst of jobs grew."""
+        while True:
+            await asyncio.sleep(self.housekeeping_interval)
+            freed = self.scheduler.compact()
+            if freed:
+                logger.info("compacted job tables: %d KiB given back", freed // 1024)
 
     async def _reap_idle(self, idle: float) -> None:
         while True:
