@@ -15,10 +15,12 @@ from gearshift._async.client import (
     WorkStatus,
     WorkWarning,
 )
+from gearshift._async.multiadmin import AsyncMultiAdmin
 from gearshift._async.net import ServerAddress, parse_servers
 from gearshift._async.worker import AsyncWorker, WorkerJob
 from gearshift._sync.admin import AdminClient
 from gearshift._sync.client import Client, Job
+from gearshift._sync.multiadmin import MultiAdmin
 from gearshift._sync.worker import Worker
 from gearshift.errors import (
     ConnectionLost,
@@ -47,6 +49,7 @@ __all__ = [
     "AsyncAdminClient",
     "AsyncClient",
     "AsyncJob",
+    "AsyncMultiAdmin",
     "AsyncWorker",
     "Client",
     "ClusterMember",
@@ -63,6 +66,7 @@ __all__ = [
     "JobStatus",
     "JobTimeout",
     "JobUpdate",
+    "MultiAdmin",
     "Priority",
     "PriorityStatus",
     "ServerAddress",

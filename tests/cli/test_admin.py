@@ -9,6 +9,7 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 
 import pytest
 from tests.cli.conftest import (
@@ -374,3 +375,36 @@ def test_perl_server_replies_match_gearadmin(procs: Procs) -> None:
         ours = call("admin", "-p", str(port), *flags)
         assert (ours.stdout, ours.stderr) == (ref.stdout, ref.stderr), flags
     assert ours.stderr.startswith(b"Error: ")
+
+
+def test_several_servers_text_json_and_a_dead_one(
+    make_gearshift: Callable[..., ServerProcess],
+    make_gearmand: Callable[..., ServerProcess],
+    procs: Procs,
+) -> None:
+    gs_srv, gm_srv = make_gearshift(), make_gearmand()
+    for srv in (gs_srv, gm_srv):
+        populate(srv, procs)
+    dead = f"127.0.0.1:{free_port()}"
+    hosts = f"{gs_srv.address},{gm_srv.address}"
+    # Text: each server's replies exactly as for that server alone, under [host:port].
+    r = call("admin", "-h", hosts, "--status", "--getpid")
+    assert r.returncode == 0, r.stderr
+    expected = b""
+    for srv in (gs_srv, gm_srv):
+        alone = call("admin", "-p", str(srv.port), "--status", "--getpid")
+        expected += f"[{srv.address}]\n".encode() + alone.stdout
+    assert r.stdout == expected
+    # A dead server is reported under its own header and makes the exit status 1.
+    r = call("admin", "-h", f"{hosts},{dead}", "--server-version")
+    assert r.returncode == 1
+    assert r.stdout.endswith(f"[{dead}]\n".encode())
+    assert r.stdout.count(b"[") == 3 and b"Error" in r.stderr
+    # --json: one object keyed by server.
+    r = call("admin", "-h", f"{hosts},{dead}", "--status", "--json")
+    assert r.returncode == 1
+    doc = json.loads(r.stdout)
+    assert list(doc) == [gs_srv.address, gm_srv.address, dead]
+    for srv in (gs_srv, gm_srv):
+        assert {row["name"]: row["queued"] for row in doc[srv.address]["status"]}["queued"] == 4
+    assert "error" in doc[dead]

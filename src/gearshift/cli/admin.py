@@ -27,7 +27,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
-from gearshift import AsyncAdminClient, FunctionStatus, ServerAddress
+from gearshift import AsyncAdminClient, AsyncMultiAdmin, FunctionStatus, ServerAddress
 from gearshift.cli._common import (
     UsageError,
     connect_failure_reason,
@@ -274,7 +274,12 @@ def _connect_error_text(exc: GearmanError, server: ServerAddress) -> bytes:
     return f"Error: {describe_error(exc)}\n".encode()
 
 
-async def run_text(admin: AsyncAdminClient, ops: list[Op]) -> int:
+async def run_text(
+    admin: AsyncAdminClient,
+    ops: list[Op],
+    out: Callable[[bytes], object] = write_out,
+    err: Callable[[bytes], object] = write_err,
+) -> int:
     """Run ``ops`` printing gearadmin's output; 1 if any was refused or failed."""
     code = 0
     for op in ops:
@@ -283,14 +288,14 @@ async def run_text(admin: AsyncAdminClient, ops: list[Op]) -> int:
         except ConnectionLost:
             if op.key == "shutdown":
                 # The server went away as asked, before it could answer.
-                write_out(b"OK\n")
+                out(b"OK\n")
                 continue
             raise
-        out, err = render_reply(lines, op.is_list)
-        if out:
-            write_out(out)
-        if err:
-            write_err(err)
+        stdout, stderr = render_reply(lines, op.is_list)
+        if stdout:
+            out(stdout)
+        if stderr:
+            err(stderr)
             code = 1
     return code
 
@@ -313,8 +318,8 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-async def run_json(admin: AsyncAdminClient, ops: list[Op]) -> int:
-    """Run ``ops`` and print one JSON object keyed by operation; 1 if any was refused."""
+async def json_results(admin: AsyncAdminClient, ops: list[Op]) -> tuple[dict[str, Any], int]:
+    """Run ``ops``: one JSON-ready object keyed by operation, and 1 if any was refused."""
     result: dict[str, Any] = {}
     code = 0
     for op in ops:
@@ -323,6 +328,12 @@ async def run_json(admin: AsyncAdminClient, ops: list[Op]) -> int:
         except ServerError as exc:
             result[op.key] = {"error": {"code": exc.code, "text": exc.text}}
             code = 1
+    return result, code
+
+
+async def run_json(admin: AsyncAdminClient, ops: list[Op]) -> int:
+    """Run ``ops`` and print one JSON object keyed by operation; 1 if any was refused."""
+    result, code = await json_results(admin, ops)
     write_out(json.dumps(result, indent=2).encode() + b"\n")
     return code
 
@@ -331,7 +342,9 @@ async def run_json(admin: AsyncAdminClient, ops: list[Op]) -> int:
 # --watch
 
 
-def format_table(rows: list[FunctionStatus], server: ServerAddress, now: datetime.datetime) -> str:
+def format_table(
+    rows: list[FunctionStatus], server: ServerAddress | str, now: datetime.datetime
+) -> str:
     """The gearman_top-style table: one line per function, sorted by name, plus totals."""
     rows = sorted(rows, key=lambda r: r.name)
     name_w = max([len("FUNCTION"), *(len(r.name) for r in rows)])
@@ -364,25 +377,49 @@ def redraw(table: str, first: bool) -> bytes:
 
 
 async def run_watch(
-    admin: AsyncAdminClient, interval: float, as_json: bool, stop: asyncio.Event
+    admin: AsyncAdminClient | AsyncMultiAdmin, interval: float, as_json: bool, stop: asyncio.Event
 ) -> int:
     """Redraw the function table every ``interval`` seconds until ``stop`` is set.
 
     On a terminal the table is redrawn in place; otherwise each refresh is printed after
     the previous one (one JSON object per line with ``--json``), so it can be logged.
+    With several servers the table adds their rows up per function, and a server that
+    does not answer is named under the table (and in ``errors`` with ``--json``).
     """
     tty = is_tty(sys.stdout) and not as_json
     first = True
+    if isinstance(admin, AsyncMultiAdmin):
+        label = ",".join(str(s) for s in admin.servers)
+    else:
+        label = str(admin.server)
     try:
         while not stop.is_set():
-            rows = await admin.status()
+            errors: dict[str, str] = {}
+            if isinstance(admin, AsyncMultiAdmin):
+                answers = await admin.status()
+                totals: dict[str, FunctionStatus] = {}
+                for server, answer in answers.items():
+                    if isinstance(answer, GearmanError):
+                        errors[str(server)] = describe_error(answer)
+                        continue
+                    for r in answer:
+                        t = totals.get(r.name)
+                        totals[r.name] = r if t is None else _added(t, r)
+                rows = list(totals.values())
+            else:
+                rows = await admin.status()
             now = datetime.datetime.now()
             if as_json:
-                doc = {"time": now.isoformat(timespec="seconds"), "server": str(admin.server)}
+                doc: dict[str, Any] = {"time": now.isoformat(timespec="seconds")}
+                doc["server"] = label
                 doc["status"] = to_jsonable(rows)
+                if isinstance(admin, AsyncMultiAdmin):
+                    doc["errors"] = errors
                 write_out(json.dumps(doc).encode() + b"\n")
             else:
-                table = format_table(rows, admin.server, now)
+                table = format_table(rows, label, now)
+                for name, reason in errors.items():
+                    table += f"{name}: no answer ({reason})\n"
                 if tty:
                     write_out(redraw(table, first))
                 else:
@@ -398,6 +435,80 @@ async def run_watch(
     return 0
 
 
+def _added(a: FunctionStatus, b: FunctionStatus) -> FunctionStatus:
+    return FunctionStatus(a.name, a.total + b.total, a.running + b.running, a.workers + b.workers)
+
+
+# ---------------------------------------------------------------------------------------
+# several servers
+
+
+async def _run_many(
+    args: argparse.Namespace,
+    servers: list[ServerAddress],
+    ops: list[Op],
+    tls: ssl.SSLContext | None,
+) -> int:
+    """The same commands on every server at once, printed server by server.
+
+    Text output gives each server's replies, exactly as for one server, under a
+    ``[host:port]`` line; ``--json`` gives one object keyed by server.
+    """
+    async with AsyncMultiAdmin(servers, tls=tls) as multi:
+        if args.watch is not None:
+            return await _watch_until_signal(multi, args)
+        if args.json:
+
+            async def one_json(admin: AsyncAdminClient) -> tuple[Any, int]:
+                try:
+                    return await json_results(admin, ops)
+                except GearmanError as exc:
+                    return {"error": {"text": describe_error(exc)}}, 1
+
+            answers = await asyncio.gather(*(one_json(a) for a in multi.admins.values()))
+            doc = {
+                str(a.server): result
+                for a, (result, _) in zip(multi.admins.values(), answers, strict=True)
+            }
+            write_out(json.dumps(doc, indent=2).encode() + b"\n")
+            return max(code for _, code in answers)
+
+        async def one_text(admin: AsyncAdminClient) -> tuple[list[tuple[bool, bytes]], int]:
+            lines: list[tuple[bool, bytes]] = []
+            try:
+                code = await run_text(
+                    admin,
+                    ops,
+                    out=lambda b: lines.append((False, b)),
+                    err=lambda b: lines.append((True, b)),
+                )
+            except GearmanError as exc:
+                lines.append((True, _connect_error_text(exc, admin.server)))
+                code = 1
+            return lines, code
+
+        results = await asyncio.gather(*(one_text(a) for a in multi.admins.values()))
+        for admin, (lines, _) in zip(multi.admins.values(), results, strict=True):
+            write_out(f"[{admin.server}]\n".encode())
+            for to_err, data in lines:
+                (write_err if to_err else write_out)(data)
+        return max(code for _, code in results)
+
+
+async def _watch_until_signal(
+    admin: AsyncAdminClient | AsyncMultiAdmin, args: argparse.Namespace
+) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await run_watch(admin, args.watch, args.json, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
 # ---------------------------------------------------------------------------------------
 
 
@@ -407,15 +518,7 @@ async def _run(
     async with AsyncAdminClient(server, tls=tls) as admin:
         try:
             if args.watch is not None:
-                stop = asyncio.Event()
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, stop.set)
-                try:
-                    return await run_watch(admin, args.watch, args.json, stop)
-                finally:
-                    for sig in (signal.SIGINT, signal.SIGTERM):
-                        loop.remove_signal_handler(sig)
+                return await _watch_until_signal(admin, args)
             if args.json:
                 return await run_json(admin, ops)
             return await run_text(admin, ops)
@@ -446,9 +549,9 @@ def main(argv: list[str]) -> int:
     except UsageError as exc:
         write_err(f"gearshift admin: {exc}\n\n{HELP}".encode())
         return 1
-    if len(servers) > 1:
-        logger.debug("admin talks to one server; using %s of %d", servers[0], len(servers))
     try:
+        if len(servers) > 1:
+            return asyncio.run(_run_many(args, servers, ops, tls))
         return asyncio.run(_run(args, servers[0], ops, tls))
     except KeyboardInterrupt:
         return 0
