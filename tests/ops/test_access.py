@@ -9,6 +9,7 @@ from 10.203.0.1, which the server sees as a non-loopback peer.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -233,3 +234,24 @@ def test_untrusted_loopback_needs_an_identity(certs: Certs, line: str, allowed: 
         assert refused.startswith("ERR PERMISSION_DENIED"), refused
         reply = admin_from(srv, "127.0.0.1", line, certs.client_context("ops"))
         assert reply.startswith(allowed), reply
+
+
+def test_refusals_are_logged_at_a_bounded_rate(
+    guarded_tls: ServerThread, certs: Certs, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A client retrying a refused CAN_DO in a loop must not flood the log.
+    assert guarded_tls.server is not None
+    gate = guarded_tls.server.scheduler.gate
+    with caplog.at_level(logging.WARNING, logger="gearshift.server.access"):
+        with connect(guarded_tls, "127.0.0.1", certs.client_context("app")) as s:
+            for _ in range(30):
+                err = first_packet(s, encode_request(T.CAN_DO, b"secret.flood"))
+                assert err.args[0] == b"PERMISSION_DENIED"
+            lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+            assert len(lines) == 1 and "secret.flood" in lines[0]
+            # The next line that is let through counts the ones left out.
+            gate.log_interval = 0.0
+            first_packet(s, encode_request(T.CAN_DO, b"secret.flood"))
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 2
+    assert lines[1].endswith("; 29 more refusals since the last such line"), lines[1]

@@ -30,6 +30,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -202,25 +203,44 @@ class AccessPolicy:
 
 
 class PeerGate:
-    """The scheduler's ``Gate``: applies an AccessPolicy to a peer's TLS identity."""
+    """The scheduler's ``Gate``: applies an AccessPolicy to a peer's TLS identity.
 
-    __slots__ = ("policy",)
+    Refusals are logged at most once per ``log_interval`` seconds; the next line says
+    how many were left out, so a client that retries in a loop cannot flood the log.
+    """
 
-    def __init__(self, policy: AccessPolicy) -> None:
+    __slots__ = ("policy", "log_interval", "_logged_at", "_unlogged")
+
+    def __init__(self, policy: AccessPolicy, log_interval: float = 10.0) -> None:
         self.policy = policy
+        self.log_interval = log_interval
+        self._logged_at = -1e9
+        self._unlogged = 0
 
     def may_register(self, peer: Peer, function: bytes) -> bool:
         allowed = self.policy.may_register(function, peer.identity)
         if not allowed:
-            logger.warning(
-                "refused CAN_DO %r from %s (identity %s)", function, peer.host, peer.identity
-            )
+            self._refused("CAN_DO", function, peer)
         return allowed
 
     def may_submit(self, peer: Peer, function: bytes) -> bool:
         allowed = self.policy.may_submit(function, peer.identity)
         if not allowed:
-            logger.warning(
-                "refused submit to %r from %s (identity %s)", function, peer.host, peer.identity
-            )
+            self._refused("submit to", function, peer)
         return allowed
+
+    def _refused(self, what: str, function: bytes, peer: Peer) -> None:
+        now = time.monotonic()
+        if now - self._logged_at < self.log_interval:
+            self._unlogged += 1
+            return
+        self._logged_at = now
+        unlogged, self._unlogged = self._unlogged, 0
+        logger.warning(
+            "refused %s %r from %s (identity %s)%s",
+            what,
+            function,
+            peer.host,
+            peer.identity,
+            f"; {unlogged} more refusals since the last such line" if unlogged else "",
+        )
