@@ -8,6 +8,7 @@ that drops in the middle of one costs nobody else anything.
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
 from gearshift.protocol.codec import encode_request
@@ -137,3 +138,23 @@ async def test_large_background_payload_survives_restart_in_sqlite(tmp_path: Pat
         (_, function, unique, data) = await w.expect(T.JOB_ASSIGN_UNIQ, within=30)
         assert (function, unique, data) == (b"durable", b"big-one", payload)
         await w.close()
+
+
+async def test_random_chunking_of_mixed_large_and_small_packets(server: RunningServer) -> None:
+    # Whatever the chunk boundaries (inside headers, inside the arguments before a
+    # payload, inside payloads), every reply comes back intact and in order.
+    rng = random.Random(20261130)
+    c = await Raw.connect(server.address)
+    for _ in range(6):
+        sizes = [rng.choice((0, 1, 100, 300_000, MIB + rng.randrange(1000))) for _ in range(6)]
+        payloads = [pattern(size, rng.randrange(256)) for size in sizes]
+        stream = b"".join(encode_request(T.ECHO_REQ, p) for p in payloads)
+        cuts = sorted(rng.sample(range(1, len(stream)), 12))
+        for start, stop in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+            c.send_raw(stream[start:stop])
+            await c.writer.drain()
+            if rng.random() < 0.3:
+                await asyncio.sleep(0.01)
+        for expected in payloads:
+            assert await c.recv(within=30) == (T.ECHO_RES, (expected,))
+    await c.close()
