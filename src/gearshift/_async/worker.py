@@ -10,10 +10,11 @@ again.  Per connection a grab loop runs while the worker is running:
 
 so a job is only ever grabbed when a slot (``concurrency``) is free and nothing is held
 in a local queue.  Async handlers run as tasks on the loop; plain functions run in a
-thread pool.  A job's ``send_*`` methods are thread-safe: from a pool thread they are
-handed to the loop with ``call_soon_threadsafe``, which keeps their order with the final
-result.  Results for a job whose connection dropped are discarded: the server has
-already requeued it.
+thread pool (``executor="thread"``), in child processes (``executor="process"``, see
+``gearshift._async.processes``) or on the loop itself (``executor=None``).  A job's
+``send_*`` methods are thread-safe: from a pool thread they are handed to the loop with
+``call_soon_threadsafe``, which keeps their order with the final result.  Results for
+a job whose connection dropped are discarded: the server has already requeued it.
 
 Stopping gracefully clears the grabbing flag (no new jobs), waits up to
 ``shutdown_timeout`` for running jobs, then sends RESET_ABILITIES (which would requeue
@@ -28,6 +29,7 @@ import concurrent.futures
 import contextlib
 import inspect
 import logging
+import pickle
 import queue
 import random
 import signal
@@ -36,7 +38,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from gearshift._async.net import (
     READ_SIZE,
@@ -45,6 +47,7 @@ from gearshift._async.net import (
     open_connection,
     parse_servers,
 )
+from gearshift._async.processes import ProcessPool
 from gearshift.codecs import Codec, describe_exception, get_codec
 from gearshift.errors import (
     BusyError,
@@ -73,6 +76,8 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 Handler = Callable[["WorkerJob[Any]"], Any]
+Executor = Literal["thread", "process"] | None
+EXECUTORS: tuple[Executor, ...] = ("thread", "process", None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +383,13 @@ class AsyncWorker:
         codec: payload codec for ``job.data`` and return values: None (bytes),
             ``"json"``, ``"text"``, ``"pickle"`` or a Codec object.
         concurrency: how many jobs may run at once (across all servers).
+        executor: where plain-function (sync) handlers run: ``"thread"`` (default) in a
+            thread pool of ``concurrency`` threads; ``"process"`` in up to
+            ``concurrency`` child processes (spawned, reused between jobs; the handler
+            and the job's data must be picklable, so use a module-level function); or
+            None, directly on the event loop thread (for quick handlers: a slow one
+            stalls every other job and the connections). ``async def`` handlers always
+            run on the loop.
         grab: ``"uniq"`` (GRAB_JOB_UNIQ), ``"all"`` (GRAB_JOB_ALL) or ``"plain"``.
         reconnect_backoff: (first delay, maximum delay) in seconds; each failed
             attempt doubles the delay, and each wait is jittered between half and all of it.
@@ -403,6 +415,7 @@ class AsyncWorker:
         client_id: str | None = None,
         codec: Codec[Any] | str | None = None,
         concurrency: int = 1,
+        executor: Executor = "thread",
         grab: str = "uniq",
         reconnect_backoff: tuple[float, float] = (0.1, 30.0),
         shutdown_timeout: float = 30.0,
@@ -418,11 +431,14 @@ class AsyncWorker:
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be 'thread', 'process' or None, not {executor!r}")
         WorkerProtocol(grab=grab)  # validates the name
         self.servers = parse_servers(servers)
         self.client_id = client_id
         self.codec: Codec[Any] = get_codec(codec)
         self.concurrency = concurrency
+        self.executor: Executor = executor
         self.grab = grab
         self.reconnect_backoff = reconnect_backoff
         self.shutdown_timeout = shutdown_timeout
@@ -443,6 +459,7 @@ class AsyncWorker:
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._executor: _DaemonThreadPool | None = None
+        self._processes: ProcessPool | None = None
         self._started = False
         self._closing = False
         self._stopped = asyncio.Event()
@@ -477,14 +494,25 @@ class AsyncWorker:
 
         Args:
             function: the function name.
-            handler: an ``async def`` (run on the loop) or a plain function (run in the
-                thread pool) taking a WorkerJob; its return value is the result.
+            handler: an ``async def`` (run on the loop) or a plain function (run where
+                ``executor`` says) taking a WorkerJob; its return value is the result.
             timeout: seconds a job may run; registered with CAN_DO_TIMEOUT and enforced
-                here too (the job gets WORK_FAIL when it runs over).
+                here too (the job gets WORK_FAIL when it runs over; with
+                ``executor="process"`` its child process is killed).
         """
         name = function.encode() if isinstance(function, str) else function
         fn = _Function(name, handler, timeout, _is_async(handler))
         WorkerProtocol().can_do(name, fn.timeout_ms)  # validates the name
+        if self.executor == "process" and not fn.is_async:
+            try:
+                pickle.dumps(handler)
+            except Exception as exc:
+                logger.warning(
+                    "handler for %r cannot be pickled, so its jobs will fail in a process"
+                    " executor (use a module-level function): %s",
+                    function,
+                    exc,
+                )
         self._functions[name] = fn
         self._broadcast(lambda p: p.can_do(name, fn.timeout_ms))
 
@@ -701,6 +729,16 @@ class AsyncWorker:
                 if scope.expired():
                     raise _LocalTimeout() from exc
                 raise
+        if self.executor == "process":
+            return await self._call_in_process(fn, job)
+        if self.executor is None:
+            # Inline on the loop: nothing can interrupt it, so the limit is checked after.
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            result = fn.handler(job)
+            if fn.timeout is not None and loop.time() - started > fn.timeout:
+                raise _LocalTimeout()
+            return result
         future = asyncio.get_running_loop().run_in_executor(self._pool(), fn.handler, job)
         if fn.timeout is None:
             return await future
@@ -713,6 +751,33 @@ class AsyncWorker:
         with contextlib.suppress(Exception):
             await future
         raise _LocalTimeout()
+
+    async def _call_in_process(self, fn: _Function, job: WorkerJob[Any]) -> Any:
+        if self._processes is None:
+            self._processes = ProcessPool()
+        pool = self._processes
+        child = pool.take()
+        # A pool thread relays the child's updates and waits for its result.  asyncio.wait
+        # never cancels it, so a cancel (an immediate stop) kills the child, then waits.
+        relay = asyncio.get_running_loop().run_in_executor(self._pool(), child.run, fn.handler, job)
+        try:
+            done, _ = await asyncio.wait({relay}, timeout=fn.timeout)
+            if relay in done:
+                return relay.result()
+            # Unlike a thread, a process can be stopped: kill it, the slot is free again.
+            job.fail()
+            child.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(relay)
+            raise _LocalTimeout()
+        except asyncio.CancelledError:
+            child.kill()
+            await asyncio.wait({relay}, timeout=5)
+            if relay.done() and not relay.cancelled():
+                relay.exception()  # retrieved: the job is abandoned, its error with it
+            raise
+        finally:
+            pool.give(child)
 
     # -- running --------------------------------------------------------------------------
 
@@ -844,6 +909,8 @@ class AsyncWorker:
             *(conn.close(reset=graceful and not pending) for conn in self._conns),
             return_exceptions=True,
         )
+        if self._processes is not None:
+            await asyncio.to_thread(self._processes.close)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         await self._hook(self.on_shutdown)

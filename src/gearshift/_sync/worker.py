@@ -1,7 +1,8 @@
 """Worker: the blocking face of AsyncWorker.
 
 The AsyncWorker runs on the Worker's private event loop thread; plain-function handlers
-run in its thread pool, ``async def`` handlers on that loop.  ``run()`` blocks the
+run where ``executor`` says (its thread pool, child processes, or that loop thread),
+``async def`` handlers on that loop.  ``run()`` blocks the
 calling thread; in the main thread it maps SIGTERM and the first SIGINT to a graceful
 stop and a second SIGINT to an immediate one, restoring the previous handlers after.
 """
@@ -15,7 +16,7 @@ from types import FrameType
 from typing import Any, TypeVar, overload
 
 from gearshift._async.net import ServerAddress, ServersArg
-from gearshift._async.worker import AsyncWorker, Handler, WorkerJob
+from gearshift._async.worker import AsyncWorker, Executor, Handler, WorkerJob
 from gearshift._sync.portal import Portal, PortalOwner
 from gearshift.codecs import Codec
 from gearshift.tls import TLSArg
@@ -36,6 +37,7 @@ class Worker(PortalOwner):
         client_id: str | None = None,
         codec: Codec[Any] | str | None = None,
         concurrency: int = 1,
+        executor: Executor = "thread",
         grab: str = "uniq",
         reconnect_backoff: tuple[float, float] = (0.1, 30.0),
         shutdown_timeout: float = 30.0,
@@ -56,6 +58,7 @@ class Worker(PortalOwner):
             client_id=client_id,
             codec=codec,
             concurrency=concurrency,
+            executor=executor,
             grab=grab,
             reconnect_backoff=reconnect_backoff,
             shutdown_timeout=shutdown_timeout,
