@@ -32,3 +32,15 @@ def test_all_is_sorted_and_complete() -> None:
     assert names == sorted(names)
     for name in names:
         assert hasattr(gearshift, name), name
+
+
+def test_core_import_stays_light() -> None:
+    # `import gearshift` (client, worker, admin) must not pull in the optional backends,
+    # the HTTP stack or multiprocessing; each is imported where it is used.
+    import subprocess
+    import sys
+
+    heavy = ["aiohttp", "asyncpg", "redis", "asyncmy", "prometheus_client", "multiprocessing"]
+    code = f"import sys, gearshift; print([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from gearshift._async.net import (
     READ_SIZE,
@@ -47,7 +47,6 @@ from gearshift._async.net import (
     open_connection,
     parse_servers,
 )
-from gearshift._async.processes import ProcessPool
 from gearshift.codecs import Codec, describe_exception, get_codec
 from gearshift.errors import (
     BusyError,
@@ -69,6 +68,9 @@ from gearshift.protocol.worker import (
     WorkerProtocol,
 )
 from gearshift.tls import TLSArg, client_context
+
+if TYPE_CHECKING:
+    from gearshift._async.processes import ProcessPool
 
 logger = logging.getLogger(__name__)
 
@@ -754,6 +756,9 @@ class AsyncWorker:
 
     async def _call_in_process(self, fn: _Function, job: WorkerJob[Any]) -> Any:
         if self._processes is None:
+            # Imported here: multiprocessing is not needed unless a job runs in a child.
+            from gearshift._async.processes import ProcessPool
+
             self._processes = ProcessPool()
         pool = self._processes
         child = pool.take()
