@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from types import TracebackType
 
+from gearshift._async.closing import AsyncClosing
 from gearshift._async.net import READ_SIZE, ServerAddress, open_connection, parse_servers
 from gearshift.errors import ClosedError, ConnectionLost, GearmanTimeout
 from gearshift.protocol.adminreplies import (
@@ -36,7 +36,7 @@ from gearshift.tls import TLSArg, client_context
 logger = logging.getLogger(__name__)
 
 
-class AsyncAdminClient:
+class AsyncAdminClient(AsyncClosing):
     """Admin commands for one server over one connection, opened on first use.
 
     Commands are sent one at a time; concurrent callers queue behind a lock.
@@ -65,17 +65,6 @@ class AsyncAdminClient:
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
         self._closed = False
-
-    async def __aenter__(self) -> AsyncAdminClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection; the client cannot be used afterwards."""

@@ -26,9 +26,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, overload
 
+from gearshift._async.closing import AsyncClosing
 from gearshift._async.net import (
     READ_SIZE,
     ServerAddress,
@@ -497,7 +497,7 @@ def _epoch(when: datetime | float | int) -> int:
     return int(when)
 
 
-class AsyncClient(Generic[T]):
+class AsyncClient(AsyncClosing, Generic[T]):
     """Submit jobs and query them, over one connection per server.
 
     Args:
@@ -597,17 +597,6 @@ class AsyncClient(Generic[T]):
         self._rr = 0
         self._closed = False
         self._task_set: list[tuple[JobRequest, bool]] = []
-
-    async def __aenter__(self) -> AsyncClient[T]:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close every connection; jobs still waiting fail with ClosedError."""

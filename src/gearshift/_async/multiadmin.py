@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import TypeVar
 
 from gearshift._async.admin import AsyncAdminClient
+from gearshift._async.closing import AsyncClosing
 from gearshift._async.net import ServerAddress, ServersArg, parse_servers
 from gearshift.errors import GearmanError
 from gearshift.protocol.adminreplies import (
@@ -21,7 +21,7 @@ from gearshift.tls import TLSArg
 T = TypeVar("T")
 
 
-class AsyncMultiAdmin:
+class AsyncMultiAdmin(AsyncClosing):
     """Admin commands for several servers, sent to all of them concurrently.
 
     Each method returns a dict from server to that server's answer, in the order the
@@ -51,17 +51,6 @@ class AsyncMultiAdmin:
             )
             for server in self.servers
         }
-
-    async def __aenter__(self) -> AsyncMultiAdmin:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close every connection."""
