@@ -84,3 +84,18 @@ def test_inprocess_benchmark_runs_the_real_hot_path() -> None:
 
     best, overhead = asyncio.run(measure(300, 2))
     assert best > overhead > 0
+
+
+def test_library_benchmark_measures_every_executor() -> None:
+    # A real gearshift server, the real AsyncClient/AsyncWorker: every executor and a
+    # payload above the StreamReader's old 64 KiB limit come back echoed and counted.
+    from benchmarks.library import measure, server
+    from benchmarks.scenarios import SERVERS
+
+    with server(SERVERS["gearshift"]) as address:
+        for executor in ("thread", "none", "async"):
+            for size in (100, 300_000):
+                result = asyncio.run(
+                    measure(address, jobs=40, size=size, concurrency=2, executor=executor)
+                )
+                assert result.jobs_per_s > 0 and result.cpu_us_per_job > 0
