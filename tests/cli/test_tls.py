@@ -17,15 +17,7 @@ def test_submit_worker_admin_over_tls(
     certs: Certs,  # noqa: F811
     procs: Procs,
 ) -> None:
-    srv = make_gearshift(
-        "--ssl",
-        "--ssl-certificate",
-        str(certs.server_cert),
-        "--ssl-key",
-        str(certs.server_key),
-        "--ssl-ca-file",
-        str(certs.ca),
-    )
+    srv = make_gearshift(*certs.server_flags())
     cert, key = certs.client("app")
     env = {
         "GEARMAND_CA_CERTIFICATE": str(certs.ca),

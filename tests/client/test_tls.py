@@ -13,15 +13,7 @@ from tests.ops.conftest import Certs, certs  # noqa: F401 - the session fixture
 
 
 async def test_client_worker_admin_over_tls(make_gearshift: ServerFactory, certs: Certs) -> None:  # noqa: F811
-    srv = make_gearshift(
-        "--ssl",
-        "--ssl-certificate",
-        str(certs.server_cert),
-        "--ssl-key",
-        str(certs.server_key),
-        "--ssl-ca-file",
-        str(certs.ca),
-    )
+    srv = make_gearshift(*certs.server_flags())
     cert, key = certs.client("app")
     tls = TLSFiles(ca=str(certs.ca), cert=str(cert), key=str(key))
 

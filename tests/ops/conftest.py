@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -195,6 +196,27 @@ class Certs:
 
     def client(self, name: str) -> tuple[Path, Path]:
         return self.dir / f"{name}.pem", self.dir / f"{name}.key"
+
+    def server_options(self) -> dict[str, Any]:
+        """ServerConfig fields for a TLS listener that verifies client certificates."""
+        return {
+            "ssl": True,
+            "ssl_certificate": str(self.server_cert),
+            "ssl_key": str(self.server_key),
+            "ssl_ca_file": str(self.ca),
+        }
+
+    def server_flags(self) -> list[str]:
+        """The same as ``gearshift server`` (and gearmand) command-line flags."""
+        return [
+            "--ssl",
+            "--ssl-certificate",
+            str(self.server_cert),
+            "--ssl-key",
+            str(self.server_key),
+            "--ssl-ca-file",
+            str(self.ca),
+        ]
 
     def client_context(self, name: str | None = None) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.ca))

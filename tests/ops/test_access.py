@@ -137,10 +137,7 @@ def guarded_tls(other_address: str, certs: Certs) -> Iterator[ServerThread]:
     with ServerThread(
         listen=f"127.0.0.1,{other_address}",
         access=policy,
-        ssl=True,
-        ssl_certificate=str(certs.server_cert),
-        ssl_key=str(certs.server_key),
-        ssl_ca_file=str(certs.ca),
+        **certs.server_options(),
     ) as srv:
         yield srv
 
@@ -225,10 +222,7 @@ def test_untrusted_loopback_needs_an_identity(certs: Certs, line: str, allowed: 
     policy = AccessPolicy(enabled=True, admin=frozenset({"ops"}), admin_from_loopback=False)
     with ServerThread(
         access=policy,
-        ssl=True,
-        ssl_certificate=str(certs.server_cert),
-        ssl_key=str(certs.server_key),
-        ssl_ca_file=str(certs.ca),
+        **certs.server_options(),
     ) as srv:
         refused = admin_from(srv, "127.0.0.1", line, certs.client_context("app"))
         assert refused.startswith("ERR PERMISSION_DENIED"), refused

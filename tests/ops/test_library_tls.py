@@ -26,10 +26,7 @@ async def test_library_over_tls_with_identities(certs: Certs) -> None:
         functions=(FunctionRule("vault.*", frozenset({"worker"}), frozenset({"app"})),),
     )
     async with serve(
-        ssl=True,
-        ssl_certificate=str(certs.server_cert),
-        ssl_key=str(certs.server_key),
-        ssl_ca_file=str(certs.ca),
+        **certs.server_options(),
         access=policy,
     ) as srv:
 

@@ -24,10 +24,7 @@ from tests.ops.conftest import Certs, RawWorker, http_raw, read_admin, reverse, 
 @pytest.fixture
 def tls_server(certs: Certs) -> Iterator[ServerThread]:
     with ServerThread(
-        ssl=True,
-        ssl_certificate=str(certs.server_cert),
-        ssl_key=str(certs.server_key),
-        ssl_ca_file=str(certs.ca),
+        **certs.server_options(),
         http=True,
         http_port=0,
     ) as srv:
@@ -212,10 +209,7 @@ def test_http_submission_obeys_function_rules(certs: Certs) -> None:
         functions=(FunctionRule("paid.*", frozenset({"worker"}), frozenset({"app"})),),
     )
     with ServerThread(
-        ssl=True,
-        ssl_certificate=str(certs.server_cert),
-        ssl_key=str(certs.server_key),
-        ssl_ca_file=str(certs.ca),
+        **certs.server_options(),
         http=True,
         http_port=0,
         access=policy,
