@@ -21,7 +21,7 @@ import asyncmy
 
 from gearshift.errors import StoreError
 from gearshift.store.base import GroupCommitStore, StoredJob
-from gearshift.store.sqlite import as_bytes, as_priority, as_when, check_identifier
+from gearshift.store.sqlite import check_identifier, job_from_row
 
 logger = logging.getLogger(__name__)
 
@@ -205,13 +205,6 @@ class MysqlStore(GroupCommitStore[MysqlRow]):
                 rows = await cur.fetchall()
             if not rows:
                 return
-            for row_id, unique, function, priority, data, when in rows:
-                last = int(row_id)
-                yield StoredJob(
-                    function=as_bytes(function),
-                    unique=as_bytes(unique),
-                    data=as_bytes(data),
-                    priority=as_priority(priority),
-                    when=as_when(when),
-                    key=last,
-                )
+            for row in rows:
+                last = int(row[0])
+                yield job_from_row((last, *row[1:]))

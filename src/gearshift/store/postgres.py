@@ -46,7 +46,7 @@ import asyncpg
 
 from gearshift.errors import StoreError
 from gearshift.store.base import COALESCED, ClusterSettings, GroupCommitStore, StoredJob
-from gearshift.store.sqlite import as_bytes, as_priority, as_when, check_identifier
+from gearshift.store.sqlite import check_identifier, job_from_row
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ class PostgresStore(GroupCommitStore[PgRow]):
                 return
             for row in rows:
                 last = row[0]
-                yield _job(row)
+                yield job_from_row(row)
 
     # -- cluster --------------------------------------------------------------------
 
@@ -571,7 +571,7 @@ class PostgresStore(GroupCommitStore[PgRow]):
         except LeaseLost:
             self.epoch = None
             raise
-        return [_job(r) for r in sorted(rows, key=lambda r: int(r[0]))]
+        return [job_from_row(r) for r in sorted(rows, key=lambda r: int(r[0]))]
 
     async def own_jobs(self, after: int, limit: int) -> list[StoredJob]:
         """Jobs this node holds with a key above ``after``, oldest first (after a rejoin)."""
@@ -586,7 +586,7 @@ class PostgresStore(GroupCommitStore[PgRow]):
                 limit,
             )
         )
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     async def list_jobs(self, limit: int) -> list[StoredJob]:
         """At most ``limit`` stored jobs, oldest first (all members' jobs in a cluster)."""
@@ -601,7 +601,7 @@ class PostgresStore(GroupCommitStore[PgRow]):
                 limit,
             )
         )
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     async def open(self) -> None:
         """Connect and create the tables; in a cluster, also join it (take the lease).
@@ -630,18 +630,6 @@ class PostgresStore(GroupCommitStore[PgRow]):
 
 
 _CLUSTER_UNIQUE = "cluster IS NOT NULL AND octet_length(unique_key) > 0 AND unique_key <> '-'"
-
-
-def _job(row: Any) -> StoredJob:
-    row_id, unique, function, priority, data, when = tuple(row)[:6]
-    return StoredJob(
-        function=as_bytes(function),
-        unique=as_bytes(unique),
-        data=as_bytes(data),
-        priority=as_priority(priority),
-        when=as_when(when),
-        key=row_id,
-    )
 
 
 def parse_conninfo(conninfo: str) -> dict[str, Any]:

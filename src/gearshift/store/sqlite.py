@@ -22,7 +22,7 @@ import itertools
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,6 +84,19 @@ def as_when(value: object) -> int:
         return max(0, _as_int(value))
     except (TypeError, ValueError):
         return 0
+
+
+def job_from_row(row: Sequence[Any]) -> StoredJob:
+    """A stored job from a ``(key, unique, function, priority, data, when)`` row."""
+    key, unique, function, priority, data, when = tuple(row)[:6]
+    return StoredJob(
+        function=as_bytes(function),
+        unique=as_bytes(unique),
+        data=as_bytes(data),
+        priority=as_priority(priority),
+        when=as_when(when),
+        key=key,
+    )
 
 
 def _as_int(value: object) -> int:
@@ -288,16 +301,9 @@ class SqliteStore(GroupCommitStore[SqliteRow]):
             rows = await self._call(self._fetch_sync, last)
             if not rows:
                 return
-            for row_id, unique, function, priority, data, when in rows:
-                last = row_id
-                yield StoredJob(
-                    function=as_bytes(function),
-                    unique=as_bytes(unique),
-                    data=as_bytes(data),
-                    priority=as_priority(priority),
-                    when=as_when(when),
-                    key=row_id,
-                )
+            for row in rows:
+                last = row[0]
+                yield job_from_row(row)
 
     def _fetch_sync(self, after: int) -> list[tuple[Any, ...]]:
         if self._db is None:
