@@ -824,9 +824,12 @@ class AsyncWorker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, on_signal, sig)
+            except (NotImplementedError, RuntimeError) as exc:
+                # Loops without signal support (Windows' proactor, some embedded loops)
+                # raise these; the worker then runs, and is stopped, without them.
+                logger.debug("no handler for signal %d on this loop: %r", sig, exc)
+            else:
                 installed.append(sig)
-            except (NotImplementedError, RuntimeError):
-                pass
         try:
             yield
         finally:
