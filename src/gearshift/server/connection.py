@@ -113,10 +113,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _zeroed_bytearray(size: int) -> bytearray:
-    return bytearray(size)
-
-
 def _find_uninitialized_bytearray() -> Callable[[int], bytearray]:
     """``bytearray(n)`` without zero-filling it, where CPython's C API allows.
 
@@ -130,16 +126,32 @@ def _find_uninitialized_bytearray() -> Callable[[int], bytearray]:
         api = ctypes.pythonapi
         fn = api.PyByteArray_FromStringAndSize
     except (ImportError, AttributeError):  # not CPython, or no ctypes
-        return _zeroed_bytearray
+        return bytearray
     fn.restype = ctypes.py_object
     fn.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
     probe = fn(None, 16)
     if type(probe) is not bytearray or len(probe) != 16:
-        return _zeroed_bytearray
+        return bytearray
     return cast(Callable[[int], bytearray], lambda size: fn(None, size))
 
 
 _uninitialized_bytearray = _find_uninitialized_bytearray()
+
+
+def _split_heads(
+    buf: bytes | bytearray, start: int, end: int, count: int
+) -> tuple[list[bytes], int] | None:
+    """The ``count`` NUL-terminated arguments in ``buf[start:end]``, and where the next
+    one starts; None if a NUL is missing."""
+    heads: list[bytes] = []
+    at = start
+    for _ in range(count):
+        nul = buf.find(b"\0", at, end)
+        if nul < 0:
+            return None
+        heads.append(bytes(buf[at:nul]))
+        at = nul + 1
+    return heads, at
 
 
 class _PayloadReceiver(asyncio.BufferedProtocol):
@@ -152,7 +164,7 @@ class _PayloadReceiver(asyncio.BufferedProtocol):
     is reinstalled and runs the packet.
     """
 
-    __slots__ = ("conn", "ptype", "request", "args", "payload", "view", "fill")
+    __slots__ = ("conn", "ptype", "request", "args", "payload", "fill")
 
     def __init__(
         self, conn: Connection, ptype: int, request: bool, heads: list[bytes], payload: bytearray
@@ -162,12 +174,10 @@ class _PayloadReceiver(asyncio.BufferedProtocol):
         self.request = request
         self.args = heads
         self.payload = payload
-        self.view: memoryview | None = memoryview(payload)
         self.fill = 0
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        assert self.view is not None
-        return self.view[self.fill :]
+        return memoryview(self.payload)[self.fill :]
 
     def buffer_updated(self, nbytes: int) -> None:
         conn = self.conn
@@ -176,7 +186,6 @@ class _PayloadReceiver(asyncio.BufferedProtocol):
         self.fill += nbytes
         if self.fill < len(self.payload):
             return
-        self.view = None
         transport = conn.transport
         if transport is not None:
             transport.set_protocol(conn)
@@ -198,7 +207,6 @@ class _PayloadReceiver(asyncio.BufferedProtocol):
         return self.conn.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.view = None
         self.conn.connection_lost(exc)
 
 
@@ -223,8 +231,11 @@ class Connection(Peer, asyncio.Protocol):
         "max_packet_size",
         "persistent",
         "track_idle",
-        "direct",
     )
+
+    #: Large payloads are received with ``_PayloadReceiver``; TLSConnection keeps the
+    #: copying path (no BufferedProtocol switch under the TLS layer).
+    direct = True
 
     def __init__(self, server: GearmanServer) -> None:
         Peer.__init__(self)
@@ -239,8 +250,6 @@ class Connection(Peer, asyncio.Protocol):
         self.max_packet_size = server.config.max_packet_size
         self.persistent = server.persistent
         self.track_idle = server.config.idle_timeout is not None
-        #: Large payloads may be received with ``_PayloadReceiver`` (plain TCP only).
-        self.direct = False
         self.backlog: deque[Event] = deque()
         #: Replies in submit order: pending store adds and answers queued behind them.
         self.fifo: deque[_PendingAdd | _PendingReply | bytes] = deque()
@@ -265,7 +274,6 @@ class Connection(Peer, asyncio.Protocol):
             self.fd = sock.fileno()
             self._tune(sock)
         transport.set_write_buffer_limits(high=self.server.config.write_high_water)
-        self.direct = transport.get_extra_info("sslcontext") is None
         self.last_active = self.server.loop.time()
         connections = self.server.connections
         limit = self.server.config.max_connections
@@ -484,17 +492,13 @@ class Connection(Peer, asyncio.Protocol):
         """
         magic, ptype, _ = _unpack_header(buf, 0)
         argc = ARGC[ptype]
-        args: list[bytes] = []
-        with memoryview(buf) as view:
-            at = HEADER_SIZE
-            for _ in range(argc - 1):
-                nul = buf.find(b"\0", at)
-                if nul < 0:
-                    self.close(f"{PacketType(ptype).name} needs {argc} arguments")
-                    return
-                args.append(bytes(view[at:nul]))
-                at = nul + 1
-            if argc:
+        split = _split_heads(buf, HEADER_SIZE, len(buf), argc - 1)
+        if split is None:
+            self.close(f"{PacketType(ptype).name} needs {argc} arguments")
+            return
+        args, at = split
+        if argc:
+            with memoryview(buf) as view:
                 args.append(bytes(view[at:]))
         self.run_packet(ptype, magic == REQ, args)
 
@@ -507,16 +511,10 @@ class Connection(Peer, asyncio.Protocol):
         body ends.  The arguments before the payload must all be in this part.
         """
         transport = self.transport
-        if transport is None:
+        split = _split_heads(data, start, end, ARGC[ptype] - 1)
+        if transport is None or split is None:
             return False
-        heads: list[bytes] = []
-        at = start
-        for _ in range(ARGC[ptype] - 1):
-            nul = data.find(b"\0", at, end)
-            if nul < 0:
-                return False
-            heads.append(data[at:nul])
-            at = nul + 1
+        heads, at = split
         payload = _uninitialized_bytearray(stop - at)
         receiver = _PayloadReceiver(self, ptype, request, heads, payload)
         if end > at:
@@ -535,13 +533,20 @@ class Connection(Peer, asyncio.Protocol):
         elif not request:
             self.sched.send(self, ERR_MAGIC)
         else:
-            try:
-                if self.persistent and ptype in _BG_SUBMITS:
-                    self._persist_submit(ptype, args)
-                else:
-                    self.sched.dispatch[ptype](self, args)
-            except DropPeer as exc:
-                self.close(str(exc))
+            self._run(ptype, args)
+
+    def _run(self, ptype: int, args: Args) -> bool:
+        """Run one request outside ``data_received`` (which inlines this); False if the
+        peer was dropped for it."""
+        try:
+            if self.persistent and ptype in _BG_SUBMITS:
+                self._persist_submit(ptype, args)
+            else:
+                self.sched.dispatch[ptype](self, args)
+        except DropPeer as exc:
+            self.close(str(exc))
+            return False
+        return True
 
     def _while_blocked(self, event: Event) -> None:
         """An event that arrived while store adds are pending for this connection."""
@@ -559,8 +564,6 @@ class Connection(Peer, asyncio.Protocol):
 
     def _process(self, events: Sequence[Event]) -> None:
         """Run events that waited in the backlog behind store writes."""
-        sched = self.sched
-        dispatch = sched.dispatch
         for event in events:
             if self.closed:
                 return
@@ -570,15 +573,8 @@ class Connection(Peer, asyncio.Protocol):
             if type(event) is Packet:
                 ptype, args, request = event
                 if not request:
-                    sched.send(self, ERR_MAGIC)
-                    continue
-                try:
-                    if self.persistent and ptype in _BG_SUBMITS:
-                        self._persist_submit(ptype, args)
-                    else:
-                        dispatch[ptype](self, args)
-                except DropPeer as exc:
-                    self.close(str(exc))
+                    self.sched.send(self, ERR_MAGIC)
+                elif not self._run(ptype, args):
                     return
             elif not self._admin(cast(AdminLine, event)):
                 return
@@ -638,6 +634,9 @@ class Connection(Peer, asyncio.Protocol):
                 del out[before:]
             return
         entry = _PendingAdd(job, sched.stored_record(job))
+        # The record holds the payload as bytes (a large one arrives as a bytearray):
+        # let the job share that copy rather than keep a second one.
+        job.data = entry.stored.data
         fifo.append(entry)
         self.blocked = True
         self.server.track(self.server.loop.create_task(self._store_add(entry)))

@@ -19,6 +19,8 @@ class TLSConnection(Connection):
 
     __slots__ = ()
 
+    direct = False
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.identity = peer_identity(transport.get_extra_info("peercert"))
         super().connection_made(transport)
