@@ -206,7 +206,7 @@ class ClusterNode:
     def _queue(self, stored: StoredJob) -> None:
         if self.server.scheduler.replay(stored) is None:
             # Coalesced onto a job queued here already (or refused): it runs once.
-            self.server.spawn(self.store.done(stored))
+            self.server.store_done(stored)
 
     async def _rejoin(self) -> None:
         sent = self.loop.time()

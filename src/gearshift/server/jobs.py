@@ -607,11 +607,16 @@ class Scheduler:
         """The store refused a deferred job: forget it and answer ``error``."""
         job.pending = False
         if job.alive:
+            self._fail_clients(job)
+            self._remove(job)
+        self.send(peer, error)
+
+    def _fail_clients(self, job: Job) -> None:
+        """WORK_FAIL to every client waiting on ``job``."""
+        if job.clients:
             fail = _packet(_T.WORK_FAIL, job.handle)
             for client in job.clients:
                 self.send(client, fail)
-            self._remove(job)
-        self.send(peer, error)
 
     # ------------------------------------------------------------------ queueing
 
@@ -724,9 +729,7 @@ class Scheduler:
             logger.info(
                 "dropped job %r after %d retries", job.handle.decode(errors="replace"), job.retries
             )
-            fail = _packet(_T.WORK_FAIL, job.handle)
-            for client in job.clients:
-                self.send(client, fail)
+            self._fail_clients(job)
             self._count_finished(job, "fail")
             self._remove(job)
             return
@@ -783,9 +786,7 @@ class Scheduler:
             heapq.heapify(self._epoch_heap)
         for job in gone:
             job.stored = None
-            fail = _packet(_T.WORK_FAIL, job.handle)
-            for client in job.clients:
-                self.send(client, fail)
+            self._fail_clients(job)
             self._remove(job)
         return len(gone)
 
@@ -794,9 +795,8 @@ class Scheduler:
         job = self.handles.get(handle)
         if job is None or job.ignore:
             return job is not None
-        fail = _packet(_T.WORK_FAIL, job.handle)
+        self._fail_clients(job)
         for client in job.clients:
-            self.send(client, fail)
             client.listening.discard(job)
         job.clients = []
         job.queued_flag = False

@@ -128,7 +128,7 @@ class GearmanServer:
             job_retries=cfg.job_retries,
             worker_wakeup=cfg.worker_wakeup,
             exceptions=cfg.exceptions,
-            store_done=self._store_done if self.persistent else None,
+            store_done=self.store_done if self.persistent else None,
         )
         self._install_ops()
         # Names this node and logs the store in use; the store joins its cluster in open().
@@ -323,7 +323,7 @@ class GearmanServer:
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         self.track(self.loop.create_task(coro))
 
-    def _store_done(self, stored: StoredJob) -> None:
+    def store_done(self, stored: StoredJob) -> None:
         self.spawn(self._done(stored))
 
     async def _done(self, stored: StoredJob) -> None:

@@ -341,12 +341,8 @@ class GroupCommitStore(Store, Generic[RowT]):
             keys = self._retry_dones + [key for key, _ in dones]
             self._retry_dones = []
             try:
-                async with self._io_lock:
-                    if self.commit_timeout is None:
-                        new_keys = await self._commit([row for _, row, _ in adds], keys)
-                    else:
-                        async with asyncio.timeout(self.commit_timeout):
-                            new_keys = await self._commit([row for _, row, _ in adds], keys)
+                async with self._io_lock, asyncio.timeout(self.commit_timeout):
+                    new_keys = await self._commit([row for _, row, _ in adds], keys)
             except Exception as exc:
                 reason = _reason(exc)
                 self.stats.failures += 1
