@@ -339,15 +339,20 @@ async def stored_jobs_view(server: GearmanServer, limit: int) -> list[dict[str, 
 # ---------------------------------------------------------------------- admin
 
 
-def admin_later(server: GearmanServer, tokens: list[bytes]) -> Coroutine[Any, Any, bytes] | None:
-    """The admin commands that read the store: a coroutine for the reply, or None.
+def admin_later(
+    server: GearmanServer, tokens: list[bytes]
+) -> bytes | Coroutine[Any, Any, bytes] | None:
+    """The admin commands about the store: their reply, a coroutine for it, or None.
+
+    Only the commands that read the database need a coroutine; ``show store`` and a
+    malformed ``show stored jobs`` are answered at once.
 
     ``cluster``: one row per member: node, epoch, state (self/alive/expired), seconds
     since its last renewal, seconds left on its lease, jobs it holds, address.
     ``show store``: the store in use.  ``show stored jobs [N]``: up to N (default 1000)
     stored jobs: key, function, unique, priority, epoch time, data length.
     """
-    if not tokens:
+    if not tokens or tokens[0].lower() not in (b"cluster", b"show"):
         return None
     words = [t.lower() for t in tokens]
     if words == [b"cluster"]:
@@ -358,14 +363,10 @@ def admin_later(server: GearmanServer, tokens: list[bytes]) -> Coroutine[Any, An
         limit = STORED_JOBS_DEFAULT
         if len(words) == 4:
             if not words[3].isdigit():
-                return _const(text.invalid_arguments(tokens[0]))
+                return text.invalid_arguments(tokens[0])
             limit = min(int(words[3]), STORED_JOBS_MAX)
         return _stored_jobs_reply(server, limit)
     return None
-
-
-async def _const(reply: bytes) -> bytes:
-    return reply
 
 
 def _err(code: bytes, message: str) -> bytes:
@@ -398,7 +399,7 @@ async def _cluster_reply(server: GearmanServer) -> bytes:
     return text.render_rows(rows)
 
 
-async def _store_reply(server: GearmanServer) -> bytes:
+def _store_reply(server: GearmanServer) -> bytes:
     store = server.store
     cluster = getattr(store, "cluster", None)
     row = [

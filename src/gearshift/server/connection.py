@@ -586,6 +586,9 @@ class Connection(Peer, asyncio.Protocol):
             self.close(f"admin command: {exc}")
             return False
         later = admin_later(self.server, tokens)
+        if isinstance(later, bytes):
+            self.sched.send(self, later)
+            return True
         if later is not None:
             # Answered when the store has; later events wait behind it in the fifo.
             entry = _PendingReply()
