@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from typing import Any
-
 from gearshift._async.admin import AsyncAdminClient
 from gearshift._async.net import ServerAddress
 from gearshift._sync.portal import Portal, PortalOwner
@@ -38,14 +35,11 @@ class AdminClient(PortalOwner):
         timeout: float | None = 30.0,
         tls: TLSArg = None,
     ) -> None:
-        self._async = AsyncAdminClient(
+        self._async: AsyncAdminClient = AsyncAdminClient(
             server, connect_timeout=connect_timeout, timeout=timeout, tls=tls
         )
         self.server = self._async.server
         self._portal = Portal("gearshift-admin")
-
-    def _close_async(self) -> Coroutine[Any, Any, None]:
-        return self._async.aclose()
 
     def command(self, command: str) -> list[str]:
         """Send one admin command; return its reply lines (``ERR`` lines are not raised)."""

@@ -7,7 +7,7 @@ callbacks (``on_data`` ...) and ``add_done_callback`` functions run on that thre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar, overload
 
@@ -204,9 +204,6 @@ class Client(PortalOwner, Generic[T]):
             tls=tls,
         )
         self.servers = self._async.servers
-
-    def _close_async(self) -> Coroutine[Any, Any, None]:
-        return self._async.aclose()
 
     def submit(
         self,

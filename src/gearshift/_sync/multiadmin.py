@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
-from typing import Any
-
 from gearshift._async.multiadmin import AsyncMultiAdmin
 from gearshift._async.net import ServerAddress, ServersArg
 from gearshift._sync.portal import Portal, PortalOwner
@@ -32,14 +29,11 @@ class MultiAdmin(PortalOwner):
         timeout: float | None = 30.0,
         tls: TLSArg = None,
     ) -> None:
-        self._async = AsyncMultiAdmin(
+        self._async: AsyncMultiAdmin = AsyncMultiAdmin(
             servers, connect_timeout=connect_timeout, timeout=timeout, tls=tls
         )
         self.servers = self._async.servers
         self._portal = Portal("gearshift-multiadmin")
-
-    def _close_async(self) -> Coroutine[Any, Any, None]:
-        return self._async.aclose()
 
     errors = staticmethod(AsyncMultiAdmin.errors)
 

@@ -7,14 +7,13 @@ therefore exists once, in ``gearshift._async``; the blocking classes only forwar
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from gearshift.errors import ClosedError
 
@@ -118,23 +117,24 @@ class Portal:
         self._thread.join()
 
 
-class PortalOwner(abc.ABC):
+class _AsyncTwin(Protocol):
+    async def aclose(self) -> None: ...
+
+
+class PortalOwner:
     """The lifecycle the blocking Client, Worker and AdminClient share.
 
-    Each owns one Portal; ``close()`` (also on leaving a ``with`` block) runs the async
-    twin's own close on the portal's loop, then ends the loop thread.
+    Each owns one Portal and its async twin; ``close()`` (also on leaving a ``with``
+    block) runs the twin's ``aclose()`` on the portal's loop, then ends the loop thread.
     """
 
     _portal: Portal
-
-    @abc.abstractmethod
-    def _close_async(self) -> Coroutine[Any, Any, Any]:
-        """The async twin's close, run on the portal's loop by ``close()``."""
+    _async: _AsyncTwin
 
     def close(self) -> None:
         """Close the async twin and stop the private event loop thread."""
         if not self._portal.closed:
-            self._portal.call(self._close_async)
+            self._portal.call(self._async.aclose)
             self._portal.close()
 
     def __enter__(self) -> Self:

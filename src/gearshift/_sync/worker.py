@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any, TypeVar, overload
 
@@ -157,10 +157,6 @@ class Worker(PortalOwner):
         """Stop the worker (thread-safe); see AsyncWorker.stop."""
         if not self._portal.closed:
             self._portal.call(self._async.stop, graceful)
-
-    def _close_async(self) -> Coroutine[Any, Any, None]:
-        # Closing a worker stops it at once if it still runs.
-        return self._async.stop(False)
 
 
 async def _make_worker(servers: ServersArg | None, **kwargs: Any) -> AsyncWorker:
