@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import astuple
 from typing import TypeVar
 
 from gearshift._async.admin import AsyncAdminClient
@@ -132,13 +133,8 @@ class AsyncMultiAdmin(AsyncClosing):
         Raises:
             GearmanError: no server answered (the first server's error).
         """
-        answers = await self.status()
-        totals: dict[str, tuple[int, int, int]] = {}
-        for rows in _answered(answers):
-            for r in rows:
-                t, run, w = totals.get(r.name, (0, 0, 0))
-                totals[r.name] = (t + r.total, run + r.running, w + r.workers)
-        return [FunctionStatus(name, *totals[name]) for name in sorted(totals)]
+        rows = sum_by_name(_answered(await self.status()))
+        return sorted(rows, key=lambda r: r.name)
 
     async def total_priority_status(self) -> list[PriorityStatus]:
         """``prioritystatus`` added up per function over the servers that answered.
@@ -146,16 +142,26 @@ class AsyncMultiAdmin(AsyncClosing):
         Raises:
             GearmanError: no server answered (the first server's error).
         """
-        answers = await self.priority_status()
-        totals: dict[str, list[int]] = {}
-        for rows in _answered(answers):
-            for r in rows:
-                t = totals.setdefault(r.name, [0, 0, 0, 0])
-                t[0] += r.high
-                t[1] += r.normal
-                t[2] += r.low
-                t[3] += r.workers
-        return [PriorityStatus(name, *totals[name]) for name in sorted(totals)]
+        rows = sum_by_name(_answered(await self.priority_status()))
+        return sorted(rows, key=lambda r: r.name)
+
+
+Row = TypeVar("Row", FunctionStatus, PriorityStatus)
+
+
+def sum_by_name(row_lists: Iterable[list[Row]]) -> list[Row]:
+    """Rows of several servers added up per function (every field after ``name``), in
+    the order the functions were first seen."""
+    totals: dict[str, Row] = {}
+    for rows in row_lists:
+        for row in rows:
+            seen = totals.get(row.name)
+            if seen is None:
+                totals[row.name] = row
+            else:
+                counts = [a + b for a, b in zip(astuple(seen)[1:], astuple(row)[1:], strict=True)]
+                totals[row.name] = type(row)(row.name, *counts)
+    return list(totals.values())
 
 
 def _answered(answers: dict[ServerAddress, T | GearmanError]) -> list[T]:

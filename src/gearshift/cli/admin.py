@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 from gearshift import AsyncAdminClient, AsyncMultiAdmin, FunctionStatus, ServerAddress
+from gearshift._async.multiadmin import sum_by_name
 from gearshift.cli._common import (
     UsageError,
     connect_failure_reason,
@@ -397,15 +398,8 @@ async def run_watch(
             errors: dict[str, str] = {}
             if isinstance(admin, AsyncMultiAdmin):
                 answers = await admin.status()
-                totals: dict[str, FunctionStatus] = {}
-                for server, answer in answers.items():
-                    if isinstance(answer, GearmanError):
-                        errors[str(server)] = describe_error(answer)
-                        continue
-                    for r in answer:
-                        t = totals.get(r.name)
-                        totals[r.name] = r if t is None else _added(t, r)
-                rows = list(totals.values())
+                errors = {str(s): describe_error(e) for s, e in admin.errors(answers).items()}
+                rows = sum_by_name(a for a in answers.values() if not isinstance(a, GearmanError))
             else:
                 rows = await admin.status()
             now = datetime.datetime.now()
@@ -435,10 +429,6 @@ async def run_watch(
     return 0
 
 
-def _added(a: FunctionStatus, b: FunctionStatus) -> FunctionStatus:
-    return FunctionStatus(a.name, a.total + b.total, a.running + b.running, a.workers + b.workers)
-
-
 # ---------------------------------------------------------------------------------------
 # several servers
 
@@ -458,41 +448,40 @@ async def _run_many(
         if args.watch is not None:
             return await _watch_until_signal(multi, args)
         if args.json:
-
-            async def one_json(admin: AsyncAdminClient) -> tuple[Any, int]:
-                try:
-                    return await json_results(admin, ops)
-                except GearmanError as exc:
-                    return {"error": {"text": describe_error(exc)}}, 1
-
-            answers = await asyncio.gather(*(one_json(a) for a in multi.admins.values()))
-            doc = {
-                str(a.server): result
-                for a, (result, _) in zip(multi.admins.values(), answers, strict=True)
-            }
+            answers = await multi.fan_out(lambda admin: json_results(admin, ops))
+            doc: dict[str, Any] = {}
+            code = 0
+            for server, answer in answers.items():
+                if isinstance(answer, GearmanError):
+                    doc[str(server)] = {"error": {"text": describe_error(answer)}}
+                    code = 1
+                else:
+                    doc[str(server)], one = answer
+                    code = max(code, one)
             write_out(json.dumps(doc, indent=2).encode() + b"\n")
-            return max(code for _, code in answers)
+            return code
 
-        async def one_text(admin: AsyncAdminClient) -> tuple[list[tuple[bool, bytes]], int]:
-            lines: list[tuple[bool, bytes]] = []
-            try:
-                code = await run_text(
-                    admin,
-                    ops,
-                    out=lambda b: lines.append((False, b)),
-                    err=lambda b: lines.append((True, b)),
-                )
-            except GearmanError as exc:
-                lines.append((True, _connect_error_text(exc, admin.server)))
-                code = 1
-            return lines, code
+        # Each server's output is kept apart (stdout and stderr lines in order) and
+        # printed under its header once all have answered.
+        lines: dict[ServerAddress, list[tuple[bool, bytes]]] = {s: [] for s in multi.admins}
 
-        results = await asyncio.gather(*(one_text(a) for a in multi.admins.values()))
-        for admin, (lines, _) in zip(multi.admins.values(), results, strict=True):
-            write_out(f"[{admin.server}]\n".encode())
-            for to_err, data in lines:
+        def text(admin: AsyncAdminClient) -> Awaitable[int]:
+            mine = lines[admin.server]
+            return run_text(
+                admin,
+                ops,
+                out=lambda b: mine.append((False, b)),
+                err=lambda b: mine.append((True, b)),
+            )
+
+        codes = await multi.fan_out(text)
+        for server, result in codes.items():
+            if isinstance(result, GearmanError):
+                lines[server].append((True, _connect_error_text(result, server)))
+            write_out(f"[{server}]\n".encode())
+            for to_err, data in lines[server]:
                 (write_err if to_err else write_out)(data)
-        return max(code for _, code in results)
+        return max(1 if isinstance(c, GearmanError) else c for c in codes.values())
 
 
 async def _watch_until_signal(
