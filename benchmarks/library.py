@@ -18,11 +18,7 @@ import argparse
 import asyncio
 import os
 import resource
-import shlex
-import socket
 import statistics
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +27,7 @@ from typing import Any
 
 from benchmarks.scenarios import SERVERS
 from gearshift import AsyncClient, AsyncWorker, WorkerJob
+from gearshift.bench import ManagedServer
 
 
 @dataclass(frozen=True)
@@ -39,37 +36,11 @@ class Result:
     cpu_us_per_job: float
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def server(command: str) -> Iterator[str]:
     """Start ``command`` (a SERVERS template) on a free port; yield its address."""
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as rundir:
-        argv = shlex.split(command.format(port=port, rundir=rundir))
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"server did not start: {command}") from None
-                    time.sleep(0.05)
-            yield f"127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    with ManagedServer(command) as srv:
+        yield f"{srv.host}:{srv.port}"
 
 
 def _echo(job: WorkerJob[Any]) -> bytes:
