@@ -17,7 +17,7 @@ from gearshift.protocol.adminreplies import (
     PriorityStatus,
     WorkerInfo,
 )
-from gearshift.tls import TLSArg
+from gearshift.tls import TLSArg, client_context
 
 T = TypeVar("T")
 
@@ -46,9 +46,10 @@ class AsyncMultiAdmin(AsyncClosing):
         tls: TLSArg = None,
     ) -> None:
         self.servers = parse_servers(servers)
+        context = client_context(tls)  # read the certificate files once, not per server
         self.admins: dict[ServerAddress, AsyncAdminClient] = {
             server: AsyncAdminClient(
-                server, connect_timeout=connect_timeout, timeout=timeout, tls=tls
+                server, connect_timeout=connect_timeout, timeout=timeout, tls=context
             )
             for server in self.servers
         }

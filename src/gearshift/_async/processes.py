@@ -93,6 +93,15 @@ class ProcessJob:
         self._conn.send(("fail",))
 
 
+def unpicklable(handler: Any) -> Exception | None:
+    """Why ``handler`` cannot be sent to a child process, or None if it can."""
+    try:
+        ForkingPickler.dumps(handler)
+    except Exception as exc:
+        return exc
+    return None
+
+
 def _error_message(exc: BaseException) -> tuple[Any, ...]:
     kind = type(exc)
     text = "".join(traceback.format_exception(exc))
@@ -229,9 +238,7 @@ class _Child:
         try:
             request = ForkingPickler.dumps((handler, spec))
         except Exception as exc:
-            try:
-                ForkingPickler.dumps(handler)
-            except Exception:
+            if unpicklable(handler) is not None:
                 raise TypeError(
                     f"the handler for {job.function!r} cannot run in a child process: it must"
                     f" be picklable (a module-level function, not a lambda or closure): {exc}"

@@ -29,7 +29,6 @@ import concurrent.futures
 import contextlib
 import inspect
 import logging
-import pickle
 import queue
 import random
 import signal
@@ -506,14 +505,15 @@ class AsyncWorker:
         fn = _Function(name, handler, timeout, _is_async(handler))
         WorkerProtocol().can_do(name, fn.timeout_ms)  # validates the name
         if self.executor == "process" and not fn.is_async:
-            try:
-                pickle.dumps(handler)
-            except Exception as exc:
+            from gearshift._async.processes import unpicklable
+
+            problem = unpicklable(handler)
+            if problem is not None:
                 logger.warning(
                     "handler for %r cannot be pickled, so its jobs will fail in a process"
                     " executor (use a module-level function): %s",
                     function,
-                    exc,
+                    problem,
                 )
         self._functions[name] = fn
         self._broadcast(lambda p: p.can_do(name, fn.timeout_ms))

@@ -165,7 +165,9 @@ def build_app(server: GearmanServer) -> web.Application:
 
     async def api_store_jobs(request: web.Request) -> web.StreamResponse:
         try:
-            return _json(await cluster.stored_jobs_view(server, _limit(request, 1000)))
+            return _json(
+                await cluster.stored_jobs_view(server, _limit(request, cluster.STORED_JOBS_DEFAULT))
+            )
         except Exception as exc:
             return _json({"error": str(exc)}, 503)
 

@@ -373,7 +373,7 @@ def parse_show_store(lines: list[str]) -> StoreInfo:
         f = line.split("\t")
         if len(f) >= 4:
             return StoreInfo(f[0], f[1], f[2] == "persistent", None if f[3] == "-" else f[3])
-    raise parse_error("ERR UNKNOWN_ERROR no+store+row")
+    raise server_error("UNKNOWN_ERROR", "no store row")
 
 
 def parse_cluster(lines: list[str]) -> list[ClusterMember]:
