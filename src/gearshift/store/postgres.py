@@ -233,12 +233,22 @@ class PostgresStore(GroupCommitStore[PgRow]):
 
     async def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await conn.close(timeout=1)
-            except Exception as exc:
-                logger.debug("postgres close: %s", exc)
-                conn.terminate()
+        await _close_quietly(conn)
+
+    async def _holds_lease(self, conn: Any, epoch: int) -> bool:
+        """Inside a transaction: does this node still hold its lease at ``epoch``?
+
+        The row is locked FOR SHARE, so a takeover cannot slip in before the commit.
+        """
+        c = self._settings()
+        held = await conn.fetchval(
+            f"SELECT 1 FROM {self.members_table} WHERE cluster = $1 AND node = $2"
+            " AND epoch = $3 AND lease_until > now() FOR SHARE",
+            c.name,
+            c.node,
+            epoch,
+        )
+        return held is not None
 
     def _name(self, value: bytes, what: str) -> bytes | str:
         if not self._text_names:
@@ -285,14 +295,7 @@ class PostgresStore(GroupCommitStore[PgRow]):
                 await conn.execute(self._delete_sql, dones)
             if not rows:
                 return out
-            held = epoch is not None and await conn.fetchval(
-                f"SELECT 1 FROM {self.members_table} WHERE cluster = $1 AND node = $2"
-                " AND epoch = $3 AND lease_until > now() FOR SHARE",
-                self.cluster.name,
-                self.cluster.node,
-                epoch,
-            )
-            if not held:
+            if epoch is None or not await self._holds_lease(conn, epoch):
                 err = LeaseLost(
                     f"{self.describe()}: job not stored: this server's cluster lease has run"
                     " out (it rejoins by itself)"
@@ -376,11 +379,7 @@ class PostgresStore(GroupCommitStore[PgRow]):
 
     async def _drop_ctl(self) -> None:
         ctl, self._ctl = self._ctl, None
-        if ctl is not None:
-            try:
-                await ctl.close(timeout=1)
-            except Exception:
-                ctl.terminate()
+        await _close_quietly(ctl)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         cluster, _, rest = payload.partition("|")
@@ -537,14 +536,7 @@ class PostgresStore(GroupCommitStore[PgRow]):
 
         async def run(conn: Any) -> list[Any]:
             async with conn.transaction():
-                mine = await conn.fetchval(
-                    f"SELECT 1 FROM {m} WHERE cluster = $1 AND node = $2 AND epoch = $3"
-                    " AND lease_until > now() FOR SHARE",
-                    c.name,
-                    c.node,
-                    epoch,
-                )
-                if mine is None:
+                if not await self._holds_lease(conn, epoch):
                     raise LeaseLost(f"{self.describe()}: lease ran out")
                 dead = await conn.fetchval(
                     f"SELECT 1 FROM {m} WHERE cluster = $1 AND node = $2"
@@ -630,6 +622,17 @@ class PostgresStore(GroupCommitStore[PgRow]):
 
 
 _CLUSTER_UNIQUE = "cluster IS NOT NULL AND octet_length(unique_key) > 0 AND unique_key <> '-'"
+
+
+async def _close_quietly(conn: Any) -> None:
+    """Close an asyncpg connection (None is fine); terminate it if closing fails."""
+    if conn is None:
+        return
+    try:
+        await conn.close(timeout=1)
+    except Exception as exc:
+        logger.debug("postgres close: %s", exc)
+        conn.terminate()
 
 
 def parse_conninfo(conninfo: str) -> dict[str, Any]:
