@@ -58,16 +58,15 @@ _ADOPT_CHUNK = 2000
 def prepare(server: GearmanServer) -> ClusterNode | None:
     """Before the store opens: name this node and return its cluster runner, if any."""
     store = server.store
-    cluster = getattr(store, "cluster", None)
-    if cluster is None:
-        logger.info("queue store: %s", store.describe())
-        return None
-    if not cluster.node:
+    cluster = store.cluster
+    if cluster is not None and not cluster.node:
         host = socket.gethostname() or "localhost"
         port = server.config.port
         node = f"{host}:{port}" if port else f"{host}:pid{server.getpid()}"
-        store.cluster = dataclasses.replace(cluster, node=node)  # type: ignore[attr-defined]
+        store.cluster = dataclasses.replace(cluster, node=node)
     logger.info("queue store: %s", store.describe())
+    if cluster is None:
+        return None
     return ClusterNode(server, store)  # type: ignore[arg-type]
 
 
@@ -311,13 +310,13 @@ class ClusterNode:
 def store_view(server: GearmanServer) -> dict[str, Any]:
     """The store in use as a JSON-ready dict (``/api/store``)."""
     store = server.store
-    cluster = getattr(store, "cluster", None)
+    cluster = store.cluster
     return {
         "kind": store.name,
         "description": store.describe(),
         "persistent": store.persistent,
         "cluster": cluster.name if cluster is not None else None,
-        "down": bool(getattr(store, "is_down", False)),
+        "down": store.is_down,
     }
 
 
@@ -374,7 +373,7 @@ def _err(code: bytes, message: str) -> bytes:
 
 
 async def _cluster_reply(server: GearmanServer) -> bytes:
-    node: ClusterNode | None = getattr(server, "cluster", None)
+    node = server.cluster
     if node is None:
         return _err(b"NO_CLUSTER", "this server's store is not clustered")
     try:
@@ -401,7 +400,7 @@ async def _cluster_reply(server: GearmanServer) -> bytes:
 
 def _store_reply(server: GearmanServer) -> bytes:
     store = server.store
-    cluster = getattr(store, "cluster", None)
+    cluster = store.cluster
     row = [
         store.name.encode(),
         store.describe().encode(),

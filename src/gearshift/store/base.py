@@ -81,6 +81,13 @@ class Store(abc.ABC):
     name: str = "store"
     #: False for the memory store: the server then skips add/done entirely.
     persistent: bool = True
+    #: Set on a store shared by a cluster of servers (PostgreSQL): its name and ours.
+    cluster: ClusterSettings | None = None
+
+    @property
+    def is_down(self) -> bool:
+        """True while the backend is unreachable and adds are refused."""
+        return False
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect / create tables.  Called once before ``replay``."""
