@@ -30,12 +30,12 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from gearshift.errors import ConfigError
+from gearshift.server.throttle import LogThrottle
 
 if TYPE_CHECKING:
     from gearshift.server.jobs import Peer
@@ -209,13 +209,19 @@ class PeerGate:
     how many were left out, so a client that retries in a loop cannot flood the log.
     """
 
-    __slots__ = ("policy", "log_interval", "_logged_at", "_unlogged")
+    __slots__ = ("policy", "_log")
 
     def __init__(self, policy: AccessPolicy, log_interval: float = 10.0) -> None:
         self.policy = policy
-        self.log_interval = log_interval
-        self._logged_at = -1e9
-        self._unlogged = 0
+        self._log = LogThrottle(log_interval)
+
+    @property
+    def log_interval(self) -> float:
+        return self._log.interval
+
+    @log_interval.setter
+    def log_interval(self, seconds: float) -> None:
+        self._log.interval = seconds
 
     def may_register(self, peer: Peer, function: bytes) -> bool:
         allowed = self.policy.may_register(function, peer.identity)
@@ -230,12 +236,9 @@ class PeerGate:
         return allowed
 
     def _refused(self, what: str, function: bytes, peer: Peer) -> None:
-        now = time.monotonic()
-        if now - self._logged_at < self.log_interval:
-            self._unlogged += 1
+        unlogged = self._log.ready()
+        if unlogged is None:
             return
-        self._logged_at = now
-        unlogged, self._unlogged = self._unlogged, 0
         logger.warning(
             "refused %s %r from %s (identity %s)%s",
             what,

@@ -26,6 +26,7 @@ from gearshift.server.config import ServerConfig
 from gearshift.server.connection import Connection, is_loopback
 from gearshift.server.jobs import Peer, Scheduler
 from gearshift.server.observe import JobEvents
+from gearshift.server.throttle import LogThrottle
 from gearshift.store import Store, StoredJob, open_store
 from gearshift.tls import server_context
 
@@ -83,8 +84,8 @@ class GearmanServer:
         self._closing = False
         #: A shutdown asked for while starting: None, or whether it is graceful.
         self._early_stop: bool | None = None
-        self._fd_warned_at = -1e9
-        self._limit_warned_at = -1e9
+        self._fd_log = LogThrottle()
+        self._limit_log = LogThrottle()
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         #: Connections beyond this leave too few descriptors to accept more.
         self.fd_pressure = soft - 32 if soft != resource.RLIM_INFINITY and soft > 64 else 1 << 30
@@ -290,9 +291,7 @@ class GearmanServer:
 
     def warn_connection_limit(self) -> None:
         """Log (at most every 10 s) that connections are refused by --max-connections."""
-        now = self.loop.time()
-        if now - self._limit_warned_at >= 10.0:
-            self._limit_warned_at = now
+        if self._limit_log.ready() is not None:
             logger.error(
                 "connection limit %d reached: refusing new connections",
                 self.config.max_connections,
@@ -304,9 +303,7 @@ class GearmanServer:
         asyncio logs and retries accept errors itself; uvloop (libuv) silently sheds
         the excess connections, so this is the operator's only hint there.
         """
-        now = self.loop.time()
-        if now - self._fd_warned_at >= 10.0:
-            self._fd_warned_at = now
+        if self._fd_log.ready() is not None:
             soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
             logger.error(
                 "%d connections: near the file descriptor limit %d; new connections "
