@@ -156,14 +156,8 @@ def snapshot(
     million queued jobs; ``workers_total`` and ``server.jobs`` give the real counts.
     """
     out = status(server)
-    rows: list[dict[str, Any]] = []
-    total = 0
-    for peer in server.scheduler.peers:
-        if peer.abilities:
-            total += 1
-            if len(rows) < worker_limit:
-                rows.append(_peer_row(peer))
-    out["workers"] = rows
-    out["workers_total"] = total
+    registered = [p for p in server.scheduler.peers if p.abilities]
+    out["workers"] = [_peer_row(p) for p in registered[:worker_limit]]
+    out["workers_total"] = len(registered)
     out["jobs"] = jobs(server, limit=job_limit)
     return out
