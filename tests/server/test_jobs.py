@@ -109,6 +109,21 @@ def test_checklist_08_fifo_within_priority_and_requeue_to_tail() -> None:
     assert s.handles[h[0]].retries == 1
 
 
+def test_lost_worker_requeues_its_jobs_newest_first() -> None:
+    # gearmand walks the worker's job list from its head (the latest grab) and
+    # appends each to the queue; clients can see the order, so keep it exactly.
+    s, _ = make()
+    c, w1, w2 = peer(s), peer(s), peer(s)
+    for w in (w1, w2):
+        s.can_do(w, (b"f",))
+    h = [submit(s, c, b"f", ptype=T.SUBMIT_JOB_BG) for _ in range(40)]
+    held = [grab(s, w1)[1][0] for _ in range(30)]
+    assert held == h[:30]
+    s.disconnect(w1)
+    order = [grab(s, w2)[1][0] for _ in range(40)]
+    assert order == h[30:] + held[::-1]
+
+
 def test_checklist_09_round_robin_across_functions() -> None:
     s, _ = make()
     c, w = peer(s), peer(s)

@@ -202,7 +202,9 @@ class Peer:
         self.noop_sent = False
         self.sleep_seq = 0
         #: Jobs assigned to this peer (as a worker).
-        self.jobs: set[Job] = set()
+        #: Jobs it is running, in grab order (a dict as an ordered set): a lost
+        #: worker's jobs are requeued newest first, as gearmand walks its list.
+        self.jobs: dict[Job, None] = {}
         #: Foreground jobs this peer waits on (as a client).
         self.listening: set[Job] = set()
         self.closed = False
@@ -457,7 +459,7 @@ class Scheduler:
         peer.closed = True
         peer.out.clear()
         self.peers.pop(peer, None)
-        for job in list(peer.jobs):
+        for job in reversed(list(peer.jobs)):
             self._requeue(job)
         for job in list(peer.listening):
             self._detach(job, peer)
@@ -694,7 +696,7 @@ class Scheduler:
         worker = job.worker
         if worker is not None:
             f.running -= 1
-            worker.jobs.discard(job)
+            worker.jobs.pop(job, None)
             job.worker = None
         if job.timer is not None:
             job.timer.cancel()
@@ -715,7 +717,7 @@ class Scheduler:
         """The job's worker is gone (disconnect, CANT_DO, timeout): retry or fail it."""
         worker = job.worker
         if worker is not None:
-            worker.jobs.discard(job)
+            worker.jobs.pop(job, None)
             job.worker = None
             job.func.running -= 1
         if job.timer is not None:
@@ -860,7 +862,7 @@ class Scheduler:
         peer.funcs = [f for f in peer.funcs if f not in gone]
         for f in gone:
             peer.timeouts.pop(f, None)
-        for job in [j for j in peer.jobs if j.func in gone]:
+        for job in [j for j in reversed(peer.jobs) if j.func in gone]:
             self._requeue(job)
         if peer.sleeping and not peer.noop_sent:
             # Start a new sleep cycle on the functions it still has, so the entries
@@ -930,7 +932,7 @@ class Scheduler:
             return None
         job.worker = peer
         job.func.running += 1
-        peer.jobs.add(job)
+        peer.jobs[job] = None
         if self.observer is not None:
             self.observer.started(job)
         if peer.timeouts:
