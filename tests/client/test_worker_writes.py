@@ -1,0 +1,90 @@
+"""How the worker's packets leave: a finished job's result and its next grab share a write."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from typing import Any
+
+from gearshift import AsyncClient, AsyncWorker, WorkerJob
+from gearshift.protocol.codec import Decoder, Packet, encode_response
+from gearshift.protocol.packets import PacketType as T
+from tests.client.conftest import make_worker, running
+from tests.procs import ServerProcess
+
+
+class _FakeServer(threading.Thread):
+    """A blocking server thread that records the worker's packets by the recv that
+    brought them: it reads as soon as bytes arrive, in parallel with the worker's loop."""
+
+    def __init__(self, jobs: int) -> None:
+        super().__init__(daemon=True)
+        self.jobs = jobs
+        self.reads: list[list[int]] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sleeping = threading.Event()
+
+    def run(self) -> None:
+        conn, _ = self.listener.accept()
+        decoder = Decoder(allow_admin=False)
+        with conn:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                packets = [p for p in decoder.feed(data) if isinstance(p, Packet)]
+                self.reads.append([p.type for p in packets])
+                for p in packets:
+                    if p.type == T.GRAB_JOB_UNIQ and self.jobs:
+                        self.jobs -= 1
+                        handle = b"H:fake:%d" % self.jobs
+                        conn.sendall(
+                            encode_response(T.JOB_ASSIGN_UNIQ, handle, b"f", b"", b"payload")
+                        )
+                    elif p.type == T.GRAB_JOB_UNIQ:
+                        conn.sendall(encode_response(T.NO_JOB))
+                    elif p.type == T.PRE_SLEEP:
+                        self.sleeping.set()
+
+
+async def test_result_and_next_grab_leave_in_one_write() -> None:
+    fake = _FakeServer(jobs=5)
+    fake.start()
+
+    async def echo(job: WorkerJob[bytes]) -> bytes:
+        return job.data
+
+    try:
+        async with running(make_worker(f"127.0.0.1:{fake.port}", {"f": echo})):
+            assert await asyncio.to_thread(fake.sleeping.wait, 20)
+    finally:
+        fake.listener.close()
+    flat = [t for read in fake.reads for t in read]
+    assert flat.count(T.WORK_COMPLETE) == 5
+    # Every result arrived in the same read as the GRAB_JOB_UNIQ that followed it.
+    for read in fake.reads:
+        if T.WORK_COMPLETE in read:
+            assert read[read.index(T.WORK_COMPLETE) + 1 :][:1] == [T.GRAB_JOB_UNIQ], fake.reads
+
+
+async def test_after_job_hook_does_not_hold_back_the_result(server: ServerProcess) -> None:
+    # The hook waits until the client has the result: a result held until the hook
+    # returned would never arrive.
+    srv = server
+    delivered = asyncio.Event()
+    hook_done = asyncio.Event()
+
+    async def after(job: WorkerJob[Any], outcome: str) -> None:
+        await asyncio.wait_for(delivered.wait(), 20)
+        hook_done.set()
+
+    async def echo(job: WorkerJob[bytes]) -> bytes:
+        return job.data
+
+    worker: AsyncWorker = make_worker(srv.address, {"echo": echo}, after_job=after)
+    async with running(worker), AsyncClient(srv.address) as client:
+        assert await client.submit("echo", b"now", timeout=20) == b"now"
+        delivered.set()
+        await asyncio.wait_for(hook_done.wait(), 20)
