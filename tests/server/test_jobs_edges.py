@@ -119,6 +119,27 @@ def test_deferred_submit_whose_clients_left_is_forgotten_after_add() -> None:
     assert take(c) == [(T.JOB_CREATED, (job.handle,))]
 
 
+def test_deferred_submit_coalesced_elsewhere_fails_its_foreground_clients() -> None:
+    # A clustered store says another server already holds this unique: the job is
+    # not queued here, so a foreground client that joined it meanwhile would wait
+    # forever for a result this server never gets.  It gets WORK_FAIL instead.
+    done: list[StoredJob] = []
+    s, _ = make(store_done=done.append)
+    c, fg, w = peer(s), peer(s), peer(s)
+    s.can_do(w, (b"f",))
+    job = s.submit(c, b"f", b"u", b"x", 1, True, defer=True)
+    assert job is not None
+    s.dispatch[T.SUBMIT_JOB](fg, (b"f", b"u", b"y"))
+    assert take(fg) == [(T.JOB_CREATED, (job.handle,))]
+    rec = StoredJob(b"f", b"u", b"x", coalesced=True)
+    s.activate(job, c, rec)
+    assert take(fg) == [(T.WORK_FAIL, (job.handle,))]
+    assert take(c) == [(T.JOB_CREATED, (job.handle,))]
+    assert done == [rec]
+    assert job.handle not in s.handles and not fg.listening
+    assert grab(s, w) == (T.NO_JOB, ())
+
+
 def test_epoch_timer_rearms_for_an_earlier_job_only() -> None:
     s, clock = make()
     c, w = peer(s), peer(s)

@@ -597,9 +597,12 @@ class Scheduler:
         if job.ignore or not job.alive or stored.coalesced:
             # Every client that coalesced onto it left meanwhile, or (a clustered
             # store) another server already holds this unique: acknowledged, not queued.
+            # Foreground clients that joined it would wait for a result this server
+            # never gets: they are failed.
             job.stored = None
             self._notify_done(stored)
             if job.alive:
+                self._fail_clients(job)
                 self._remove(job)
         else:
             self._enqueue(job)
