@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from gearshift.protocol.packets import PacketType as T
-from gearshift.store.base import StoredJob
+from gearshift.server.cluster import ClusterNode
+from gearshift.store.base import ClusterSettings, StoredJob
+from gearshift.store.postgres import PostgresStore
 from tests.server.fakes import make, peer, take
 
 
@@ -63,3 +67,30 @@ def test_a_job_the_cluster_coalesced_is_acknowledged_but_not_queued() -> None:
     assert take(c) == [(T.JOB_CREATED, (job.handle,))]
     assert job.handle not in s.handles and (b"f", b"u") not in s.uniques
     assert _grab(s, w)[0] == T.NO_JOB
+
+
+async def test_notice_during_a_tick_starts_the_next_tick_at_once() -> None:
+    # A member's "leave" notice that arrives while a tick is running must not wait a
+    # whole heartbeat: the loop clears its wake-up before the tick, not after it.
+    store = PostgresStore(cluster=ClusterSettings("c", node="me", lease=60, heartbeat=30))
+    node = ClusterNode(server=None, store=store)  # type: ignore[arg-type]
+    ticks: list[float] = []
+    second = asyncio.Event()
+
+    async def tick() -> float:
+        ticks.append(asyncio.get_running_loop().time())
+        if len(ticks) == 1:
+            await asyncio.sleep(0)
+            node._notified("leave|other")  # as LISTEN delivers it, mid-tick
+        else:
+            second.set()
+        return 30.0
+
+    node._tick = tick  # type: ignore[method-assign]
+    task = asyncio.create_task(node._run())
+    try:
+        await asyncio.wait_for(second.wait(), 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert ticks[1] - ticks[0] < 5

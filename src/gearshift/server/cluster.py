@@ -144,13 +144,14 @@ class ClusterNode:
     async def _run(self) -> None:
         while True:
             pause = self.settings.heartbeat
+            # Cleared before the tick: a notice that arrives during it ticks again at once.
+            self._wake.clear()
             try:
                 pause = await self._tick()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 logger.warning("cluster %s: tick failed: %s", self.name, exc)
-            self._wake.clear()
             try:
                 async with asyncio.timeout(max(pause, 0.01)):
                     await self._wake.wait()
