@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gearshift import AdminClient, AsyncAdminClient, ServerError
-from gearshift.errors import ConfigError
+from gearshift.errors import ConfigError, StoreError
 from gearshift.protocol.packets import PacketType as T
 from gearshift.store import ClusterSettings, StoredJob, open_store
 from tests.cluster.conftest import PG_DSN, Cluster, admin
@@ -79,7 +79,7 @@ def test_store_views_on_a_memory_server(make_gearshift: Callable[..., Gearshift]
     assert admin(srv.port, "show store") == [["memory", "memory", "memory", "-"]]
 
 
-@pytest.mark.parametrize(
+EVERY_STORE = pytest.mark.parametrize(
     "kind",
     [
         pytest.param("sqlite", id="sqlite"),
@@ -88,15 +88,12 @@ def test_store_views_on_a_memory_server(make_gearshift: Callable[..., Gearshift]
         pytest.param("mysql", id="mysql", marks=pytest.mark.mysql),
     ],
 )
+
+
+@EVERY_STORE
 async def test_list_jobs_on_every_store(kind: str, tmp_path: Path) -> None:
     name = "lj_" + uuid.uuid4().hex[:8]
-    url = {
-        "sqlite": f"sqlite:///{tmp_path}/q.db",
-        "postgres": f"{PG_DSN}?table={name}",
-        "redis": f"redis://127.0.0.1:6379/0?prefix={name}",
-        "mysql": f"mysql://root@127.0.0.1:3306/test?table={name}",
-    }[kind]
-    store = open_store(url)
+    store = open_store(_url(kind, name, tmp_path))
     await store.open()
     try:
         jobs = [StoredJob(b"f", b"u%d" % i, b"d" * i) for i in range(5)]
@@ -112,6 +109,45 @@ async def test_list_jobs_on_every_store(kind: str, tmp_path: Path) -> None:
     finally:
         await store.close()
         await _drop(kind, name)
+
+
+@EVERY_STORE
+async def test_a_long_listing_lets_submits_through(kind: str, tmp_path: Path) -> None:
+    # `show stored jobs 100000` reads chunk by chunk; a durable submit made meanwhile
+    # commits between two chunks instead of waiting for the whole listing.
+    name = "lj_" + uuid.uuid4().hex[:8]
+    store = open_store(_url(kind, name, tmp_path))
+    await store.open()
+    try:
+        await asyncio.gather(*(store.add(StoredJob(b"f", b"u%d" % i, b"d")) for i in range(2500)))
+        finished: list[str] = []
+        listing = asyncio.create_task(store.list_jobs(100_000))
+        listing.add_done_callback(lambda _: finished.append("list"))
+        await asyncio.sleep(0)  # the listing has taken the connection for its first chunk
+        await store.add(StoredJob(b"f", b"late", b"d"))
+        finished.append("add")
+        listed = await listing
+        assert finished == ["add", "list"]
+        assert 2500 <= len(listed) <= 2501
+        assert len({j.unique for j in listed}) == len(listed)  # no row listed twice
+        # Closing during a listing: the listing stops with a clear error, close finishes.
+        listing = asyncio.create_task(store.list_jobs(100_000))
+        await asyncio.sleep(0)
+        await store.close()
+        with pytest.raises(StoreError, match="closed during the listing"):
+            await listing
+    finally:
+        await store.close()
+        await _drop(kind, name)
+
+
+def _url(kind: str, name: str, tmp_path: Path) -> str:
+    return {
+        "sqlite": f"sqlite:///{tmp_path}/q.db",
+        "postgres": f"{PG_DSN}?table={name}",
+        "redis": f"redis://127.0.0.1:6379/0?prefix={name}",
+        "mysql": f"mysql://root@127.0.0.1:3306/test?table={name}",
+    }[kind]
 
 
 async def _drop(kind: str, name: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 
@@ -281,7 +281,7 @@ class GroupCommitStore(Store, Generic[RowT]):
         self._kick()
         await fut
 
-    async def replay(self) -> AsyncIterator[StoredJob]:
+    async def replay(self) -> AsyncGenerator[StoredJob, None]:
         """Yield every stored job, oldest first, with ``key`` set.
 
         Raises:
@@ -298,17 +298,36 @@ class GroupCommitStore(Store, Generic[RowT]):
             raise StoreError(f"{self.describe()}: replay failed: {_reason(exc)}") from exc
 
     async def list_jobs(self, limit: int) -> list[StoredJob]:
-        """At most ``limit`` stored jobs, oldest first, read between two commits.
+        """At most ``limit`` stored jobs, oldest first.
+
+        The backends read in chunks; the connection is held for one chunk at a time,
+        so a long listing lets commits (durable submits) through between chunks
+        instead of stalling them until it ends.  Jobs added or finished meanwhile may
+        or may not be listed.
 
         Raises:
-            StoreError: the store is not open or down, or the backend failed.
+            StoreError: the store is not open, down or closed meanwhile, or the
+                backend failed.
         """
         if not self._opened or self._closed:
             raise StoreError(f"{self.describe()}: store is not open")
         if self._down is not None:
             raise StoreError(f"{self.describe()} is unavailable: {self._down}")
-        async with self._io_lock:
-            return await super().list_jobs(limit)
+        out: list[StoredJob] = []
+        jobs = self.replay()
+        try:
+            while len(out) < limit:
+                async with self._io_lock:
+                    if self._closed:
+                        raise StoreError(f"{self.describe()}: store closed during the listing")
+                    try:
+                        job = await anext(jobs)
+                    except StopAsyncIteration:
+                        break
+                out.append(job)
+        finally:
+            await jobs.aclose()
+        return out
 
     async def close(self) -> None:
         """Finish the commit in flight, retry kept deletes once, disconnect."""
@@ -320,19 +339,33 @@ class GroupCommitStore(Store, Generic[RowT]):
             await asyncio.gather(self._recovery, return_exceptions=True)
         if self._flusher is not None:
             await asyncio.gather(self._flusher, return_exceptions=True)
-        if self._opened and self._down is None and self._retry_dones:
-            keys, self._retry_dones = self._retry_dones, []
-            try:
-                await self._commit([], keys)
-            except Exception as exc:
-                logger.warning(
-                    "queue store %s: %d finished jobs could not be deleted (%s); "
-                    "they will run again after a restart",
-                    self.describe(),
-                    len(keys),
-                    _reason(exc),
-                )
-        await self._disconnect()
+        # A listing may be reading a chunk on the shared connection: wait for it (it
+        # stops at the next chunk, seeing _closed), but not forever.
+        try:
+            async with asyncio.timeout(self.commit_timeout):
+                await self._io_lock.acquire()
+        except TimeoutError:
+            logger.warning("queue store %s: a read did not finish; closing anyway", self.describe())
+            locked = False
+        else:
+            locked = True
+        try:
+            if locked and self._opened and self._down is None and self._retry_dones:
+                keys, self._retry_dones = self._retry_dones, []
+                try:
+                    await self._commit([], keys)
+                except Exception as exc:
+                    logger.warning(
+                        "queue store %s: %d finished jobs could not be deleted (%s); "
+                        "they will run again after a restart",
+                        self.describe(),
+                        len(keys),
+                        _reason(exc),
+                    )
+            await self._disconnect()
+        finally:
+            if locked:
+                self._io_lock.release()
 
     # -- machinery ------------------------------------------------------------------
 
