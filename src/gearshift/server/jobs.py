@@ -201,8 +201,7 @@ class Peer:
         self.sleeping = False
         self.noop_sent = False
         self.sleep_seq = 0
-        #: Jobs assigned to this peer (as a worker).
-        #: Jobs it is running, in grab order (a dict as an ordered set): a lost
+        #: Jobs it is running as a worker, in grab order (a dict as an ordered set): a lost
         #: worker's jobs are requeued newest first, as gearmand walks its list.
         self.jobs: dict[Job, None] = {}
         #: Foreground jobs this peer waits on (as a client).
