@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -148,26 +151,31 @@ def test_blocking_client_failover(make_gearmand: ServerFactory) -> None:
         assert str(handle.server) == live.address
 
 
-async def test_connect_timeout_and_keepalive(make_gearmand: ServerFactory) -> None:
-    import socket
-    import time
-
-    # A listener whose accept queue is full: the kernel drops our SYN, connect hangs.
+@contextlib.contextmanager
+def hung_listener() -> Iterator[int]:
+    """A port whose accept queue is full: the kernel drops our SYN, connect hangs."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(0)
     port = listener.getsockname()[1]
     fillers = []
-    for _ in range(3):
-        filler = socket.socket()
-        filler.setblocking(False)
-        try:
-            filler.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-        fillers.append(filler)
-    live = make_gearmand()
     try:
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+            fillers.append(filler)
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+async def test_connect_timeout_and_keepalive(make_gearmand: ServerFactory) -> None:
+    live = make_gearmand()
+    with hung_listener() as port:
         async with AsyncClient(
             [f"127.0.0.1:{port}", live.address], routing="failover", connect_timeout=0.5
         ) as client:
@@ -183,7 +191,33 @@ async def test_connect_timeout_and_keepalive(make_gearmand: ServerFactory) -> No
             await client.echo()
             sock = client._conns[client.servers[0]].writer.get_extra_info("socket")
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
-    finally:
-        for filler in fillers:
-            filler.close()
-        listener.close()
+
+
+async def test_concurrent_submits_share_one_connect_attempt(make_gearmand: ServerFactory) -> None:
+    # 20 submits wait on the same hanging connect: they all move on to the next server
+    # when it times out, instead of each timing out in turn (20 x 0.5 s).
+    live = make_gearmand()
+    with hung_listener() as port:
+        async with AsyncClient(
+            [f"127.0.0.1:{port}", live.address], routing="failover", connect_timeout=0.5
+        ) as client:
+            started = time.monotonic()
+            handles = await asyncio.gather(
+                *(client.submit_background("f", b"%d" % i) for i in range(20))
+            )
+            assert time.monotonic() - started < 4
+            assert {str(h.server) for h in handles} == {live.address}
+
+
+async def test_cancelled_connect_lets_the_waiting_submits_try_again() -> None:
+    with hung_listener() as port:
+        async with AsyncClient(f"127.0.0.1:{port}", connect_timeout=1.0) as client:
+            first = asyncio.create_task(client.submit_background("f", b"1"))
+            await asyncio.sleep(0.1)
+            second = asyncio.create_task(client.submit_background("f", b"2"))
+            await asyncio.sleep(0.1)
+            first.cancel()
+            # The waiter is not cancelled with it: it connects itself, and times out.
+            with pytest.raises(ServerUnavailable):
+                await second
+            assert first.cancelled()

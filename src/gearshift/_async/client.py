@@ -58,6 +58,7 @@ from gearshift.protocol.client import (
     ServerErrorReceived,
     StatusReply,
     WorkUpdate,
+    check_submit,
 )
 from gearshift.protocol.packets import PacketType, Priority
 from gearshift.tls import TLSArg, client_context
@@ -337,6 +338,10 @@ class _Submit:
         self.job = job
 
 
+class _ConnectAbandoned(Exception):
+    """The task connecting to a server was cancelled; whoever waited on it retries."""
+
+
 class _LostBeforeCreated(ConnectionLost):
     """The connection dropped before JOB_CREATED: safe to try the next server."""
 
@@ -358,14 +363,41 @@ class _Connection:
         self.closed = False
         self._on_lost = on_lost
         self._close_error: BaseException | None = None
+        #: Packets sent during this loop pass, written together by ``_flush``.
+        self._unsent: list[bytes] | None = None
+        self._unsent_bytes = 0
         self._task = asyncio.get_running_loop().create_task(self._read_loop(reader))
 
     def send(self, data: bytes) -> None:
+        """Queue ``data``; it is written at the end of this loop pass.
+
+        Tasks woken by the same read (several results arriving together) submit in the
+        same pass, so their packets share one write: one system call, one server pass.
+        """
         if self.closed or self.writer.is_closing():
             raise _LostBeforeCreated(f"connection to {self.address} is closed")
-        self.writer.write(data)
+        unsent = self._unsent
+        if unsent is None:
+            self._unsent = [data]
+            self._unsent_bytes = len(data)
+            asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            unsent.append(data)
+            self._unsent_bytes += len(data)
+
+    def _flush(self) -> None:
+        unsent, self._unsent = self._unsent, None
+        self._unsent_bytes = 0
+        if not unsent or self.closed or self.writer.is_closing():
+            return
+        if len(unsent) == 1:
+            self.writer.write(unsent[0])
+        else:
+            self.writer.writelines(unsent)
 
     async def drain(self) -> None:
+        if self._unsent_bytes > _HIGH_WATER:
+            self._flush()  # hand a large batch to the transport now, then wait for it
         if self.writer.transport.get_write_buffer_size() > _HIGH_WATER:
             try:
                 await self.writer.drain()
@@ -464,6 +496,7 @@ class _Connection:
         self._on_lost(self)
 
     async def close(self, error: BaseException) -> None:
+        self._flush()
         self._close_error = error
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
@@ -592,7 +625,7 @@ class AsyncClient(AsyncClosing, Generic[T]):
         self._tls = client_context(tls)
         self._options: list[bytes] = [b"exceptions"] if exceptions else []
         self._conns: dict[ServerAddress, _Connection] = {}
-        self._locks: dict[ServerAddress, asyncio.Lock] = {}
+        self._connecting: dict[ServerAddress, asyncio.Future[_Connection]] = {}
         self._down_until: dict[ServerAddress, float] = {}
         self._rr = 0
         self._closed = False
@@ -639,39 +672,61 @@ class AsyncClient(AsyncClosing, Generic[T]):
                 self._mark_down(conn.address)
 
     async def _connection(self, address: ServerAddress) -> _Connection:
-        if self._closed:
-            raise ClosedError("client is closed")
-        conn = self._conns.get(address)
-        if conn is not None and not conn.closed:
-            return conn
-        lock = self._locks.setdefault(address, asyncio.Lock())
-        async with lock:
+        while True:
+            if self._closed:
+                raise ClosedError("client is closed")
             conn = self._conns.get(address)
             if conn is not None and not conn.closed:
                 return conn
+            # One connect per server at a time.  Whoever asks meanwhile waits for its
+            # outcome, and all of them resume in the same loop pass, so their packets
+            # share a write.  If the connecting task was cancelled, they try again.
+            connecting = self._connecting.get(address)
+            if connecting is None:
+                break
             try:
-                reader, writer = await open_connection(
-                    address,
-                    connect_timeout=self.connect_timeout,
-                    keepalive=self.keepalive,
-                    tls=self._tls,
-                )
-            except (ConnectError, GearmanTimeout):
-                self._mark_down(address)
-                raise
-            if self._closed:
-                writer.close()
-                raise ClosedError("client is closed")
-            conn = _Connection(address, reader, writer, self._forget)
-            self._down_until.pop(address, None)
-            self._conns[address] = conn
-            if self.client_id:
-                conn.send(conn.proto.set_client_id(self.client_id.encode()))
-            for option in self._options:
-                # Pipelined: a server that refuses the option only loses us exceptions.
-                future = conn.request(functools.partial(_option_packet, conn.proto, option))
-                future.add_done_callback(self._option_done)
+                return await asyncio.shield(connecting)
+            except _ConnectAbandoned:
+                continue
+        connecting = asyncio.get_running_loop().create_future()
+        self._connecting[address] = connecting
+        try:
+            conn = await self._connect(address)
+        except BaseException as exc:
+            abandoned = isinstance(exc, asyncio.CancelledError)
+            connecting.set_exception(_ConnectAbandoned() if abandoned else exc)
+            connecting.exception()  # marked retrieved: nobody may be waiting
+            raise
+        else:
+            connecting.set_result(conn)
             return conn
+        finally:
+            del self._connecting[address]
+
+    async def _connect(self, address: ServerAddress) -> _Connection:
+        try:
+            reader, writer = await open_connection(
+                address,
+                connect_timeout=self.connect_timeout,
+                keepalive=self.keepalive,
+                tls=self._tls,
+            )
+        except (ConnectError, GearmanTimeout):
+            self._mark_down(address)
+            raise
+        if self._closed:
+            writer.close()
+            raise ClosedError("client is closed")
+        conn = _Connection(address, reader, writer, self._forget)
+        self._down_until.pop(address, None)
+        self._conns[address] = conn
+        if self.client_id:
+            conn.send(conn.proto.set_client_id(self.client_id.encode()))
+        for option in self._options:
+            # Pipelined: a server that refuses the option only loses us exceptions.
+            future = conn.request(functools.partial(_option_packet, conn.proto, option))
+            future.add_done_callback(self._option_done)
+        return conn
 
     def _option_done(self, future: asyncio.Future[Any]) -> None:
         if not future.cancelled() and future.exception() is not None:
@@ -694,10 +749,8 @@ class AsyncClient(AsyncClosing, Generic[T]):
         payload = self.codec.encode(data)
         epoch = _epoch(when) if when is not None else None
         priority = Priority(priority)
-        # Encode once up front so a bad argument raises before anything is sent.
-        ClientProtocol().submit(
-            fn, b"", unique=uq, priority=priority, background=background, when=epoch
-        )
+        # A bad argument raises before anything is sent.
+        check_submit(fn, uq, priority, background, epoch)
         failures: list[str] = []
         for address in self._candidates(fn, uq):
             try:

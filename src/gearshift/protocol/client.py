@@ -226,6 +226,20 @@ def _check_arg(value: bytes, what: str) -> bytes:
     return value
 
 
+def check_submit(
+    function: bytes, unique: bytes, priority: Priority, background: bool, when: int | None
+) -> None:
+    """Raise LocalProtocolError for a submit that ``ClientProtocol.submit`` would refuse."""
+    _check_arg(function, "function")
+    _check_arg(unique, "unique")
+    if not function:
+        raise LocalProtocolError("function name must not be empty")
+    if len(unique) > MAX_UNIQUE:
+        raise LocalProtocolError(f"unique id longer than {MAX_UNIQUE} bytes")
+    if when is not None and (not background or priority != Priority.NORMAL):
+        raise LocalProtocolError("when= is only for background jobs at normal priority")
+
+
 class ClientProtocol:
     """The state of one client connection: pending requests and running foreground jobs.
 
@@ -270,15 +284,8 @@ class ClientProtocol:
             LocalProtocolError: NUL in function or unique, a unique over 64 bytes, an
                 empty function, or ``when`` for a foreground or non-normal job.
         """
-        _check_arg(function, "function")
-        _check_arg(unique, "unique")
-        if not function:
-            raise LocalProtocolError("function name must not be empty")
-        if len(unique) > MAX_UNIQUE:
-            raise LocalProtocolError(f"unique id longer than {MAX_UNIQUE} bytes")
+        check_submit(function, unique, priority, background, when)
         if when is not None:
-            if not background or priority != Priority.NORMAL:
-                raise LocalProtocolError("when= is only for background jobs at normal priority")
             packet = encode_request(
                 PacketType.SUBMIT_JOB_EPOCH, function, unique, str(int(when)).encode(), data
             )

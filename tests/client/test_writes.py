@@ -1,4 +1,4 @@
-"""How the worker's packets leave: a finished job's result and its next grab share a write."""
+"""How packets leave the libraries: what is sent in one loop pass shares one write."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import socket
 import threading
 from typing import Any
 
-from gearshift import AsyncClient, AsyncWorker, WorkerJob
+from gearshift import AsyncClient, AsyncWorker, JobHandle, WorkerJob
 from gearshift.protocol.codec import Decoder, Packet, encode_response
 from gearshift.protocol.packets import PacketType as T
 from tests.client.conftest import make_worker, running
@@ -88,3 +88,49 @@ async def test_after_job_hook_does_not_hold_back_the_result(server: ServerProces
         assert await client.submit("echo", b"now", timeout=20) == b"now"
         delivered.set()
         await asyncio.wait_for(hook_done.wait(), 20)
+
+
+class _CreatingServer(threading.Thread):
+    """A blocking server thread answering every submit with JOB_CREATED, recording how
+    many SUBMIT_JOB_BG packets each recv brought."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.reads: list[int] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+
+    def run(self) -> None:
+        conn, _ = self.listener.accept()
+        decoder = Decoder(allow_admin=False)
+        n = 0
+        with conn:
+            while data := conn.recv(1 << 20):
+                packets = [p for p in decoder.feed(data) if isinstance(p, Packet)]
+                submits = [p for p in packets if p.type == T.SUBMIT_JOB_BG]
+                self.reads.append(len(submits))
+                replies = []
+                for _ in submits:
+                    n += 1
+                    replies.append(encode_response(T.JOB_CREATED, b"H:fake:%d" % n))
+                conn.sendall(b"".join(replies))
+
+
+async def test_submits_made_in_one_pass_leave_in_one_write() -> None:
+    fake = _CreatingServer()
+    fake.start()
+    try:
+        async with AsyncClient(f"127.0.0.1:{fake.port}") as client:
+            handles = await asyncio.gather(
+                *(client.submit_background("f", b"x" * 100) for _ in range(200))
+            )
+            assert all(isinstance(h, JobHandle) for h in handles)
+            assert len(set(handles)) == 200
+            # One more, alone: it is not held back waiting for company.
+            await asyncio.wait_for(client.submit_background("f", b"late"), 5)
+    finally:
+        fake.listener.close()
+    reads = [n for n in fake.reads if n]
+    # The task that opened the connection sends first; the 199 that waited for it
+    # resume together, in one pass: one write, not one each.
+    assert sum(reads) == 201 and len(reads) <= 3 and reads[-1] == 1, fake.reads
