@@ -6,7 +6,8 @@ one measures the libraries users write against. One process runs an ``AsyncWorke
 foreground jobs in flight, on one event loop (uvloop when installed), against a freshly
 started gearmand and gearshift server in turn. It reports jobs/s and the CPU the client
 and worker spend per job (the process's user + system time, server excluded), for
-100-byte and 1 MiB payloads and for each worker executor.
+100-byte and 1 MiB payloads and for each worker executor. The ``batch`` row is the client
+alone: ``-n`` background submits of 100 bytes made at once with ``asyncio.gather``.
 
 Options: ``-n`` jobs per run (1 MiB runs use n/20), ``-r`` repeats (median), ``-s``
 servers, ``--executors``.
@@ -51,8 +52,31 @@ async def _echo_async(job: WorkerJob[Any]) -> bytes:
     return job.raw
 
 
+async def measure_batch(address: str, *, jobs: int, size: int) -> Result:
+    """``jobs`` background submits in one ``asyncio.gather`` (no worker): client only."""
+    payload = os.urandom(size)
+    async with AsyncClient(address) as client:
+        await client.submit_background("lib_batch", payload)  # connect first
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        started = time.perf_counter()
+        handles = await asyncio.gather(
+            *(client.submit_background("lib_batch", payload) for _ in range(jobs))
+        )
+        wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_SELF)
+    if len(set(handles)) != jobs:
+        raise AssertionError("a background submit got no handle of its own")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Result(jobs / wall, cpu / jobs * 1e6)
+
+
 async def measure(address: str, *, jobs: int, size: int, concurrency: int, executor: str) -> Result:
-    """``jobs`` foreground echo jobs, ``concurrency`` in flight, through the libraries."""
+    """``jobs`` foreground echo jobs, ``concurrency`` in flight, through the libraries.
+
+    ``executor="batch"`` measures ``measure_batch`` instead.
+    """
+    if executor == "batch":
+        return await measure_batch(address, jobs=jobs, size=size)
     worker = AsyncWorker(
         address,
         concurrency=concurrency,
@@ -97,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-r", "--repeats", type=int, default=3)
     parser.add_argument("-c", "--concurrency", type=int, default=4)
     parser.add_argument("-s", "--servers", default="gearshift gearmand")
-    parser.add_argument("--executors", default="thread none async")
+    parser.add_argument("--executors", default="thread none async batch")
     parser.add_argument("--sizes", default="100 1048576")
     args = parser.parse_args(argv)
     print(
@@ -107,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         for size in (int(s) for s in args.sizes.split()):
             jobs = args.jobs if size < 65536 else max(args.jobs // 20, 20)
             for executor in args.executors.split():
+                if executor == "batch" and size >= 65536:
+                    continue  # the queue would hold jobs x size bytes
                 runs = []
                 for _ in range(args.repeats):
                     with server(SERVERS[name]) as address:

@@ -93,7 +93,7 @@ def test_library_benchmark_measures_every_executor() -> None:
     from benchmarks.scenarios import SERVERS
 
     with server(SERVERS["gearshift"]) as address:
-        for executor in ("thread", "none", "async"):
+        for executor in ("thread", "none", "async", "batch"):
             for size in (100, 300_000):
                 result = asyncio.run(
                     measure(address, jobs=40, size=size, concurrency=2, executor=executor)
