@@ -173,6 +173,11 @@ class CommitStats:
     largest_batch: int = 0
 
 
+#: Rows ``list_jobs`` reads per hold of the store connection (backends read 500-1000
+#: rows per query, so a hold spans at most one query).
+_LIST_STEP: Final = 500
+
+
 class GroupCommitStore(Store, Generic[RowT]):
     """Base class for stores whose writes go through group commit.
 
@@ -317,14 +322,17 @@ class GroupCommitStore(Store, Generic[RowT]):
         jobs = self.replay()
         try:
             while len(out) < limit:
+                # A step reads at most one backend chunk, and most rows come out of the
+                # chunk already read: release the connection every _LIST_STEP rows, not
+                # every row, or a waiting commit would go between each two.
                 async with self._io_lock:
                     if self._closed:
                         raise StoreError(f"{self.describe()}: store closed during the listing")
-                    try:
-                        job = await anext(jobs)
-                    except StopAsyncIteration:
-                        break
-                out.append(job)
+                    for _ in range(min(_LIST_STEP, limit - len(out))):
+                        try:
+                            out.append(await anext(jobs))
+                        except StopAsyncIteration:
+                            return out
         finally:
             await jobs.aclose()
         return out
