@@ -390,10 +390,10 @@ class _Connection:
         self._unsent_bytes = 0
         if not unsent or self.closed or self.writer.is_closing():
             return
-        if len(unsent) == 1:
-            self.writer.write(unsent[0])
-        else:
-            self.writer.writelines(unsent)
+        # One write, not writelines: some CPython versions' writelines skip the
+        # write-buffer check that drain() relies on (cpython gh-127655).  drain()
+        # flushes early above _HIGH_WATER, so the join copies at most about that much.
+        self.writer.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
 
     async def drain(self) -> None:
         if self._unsent_bytes > _HIGH_WATER:
