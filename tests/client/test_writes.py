@@ -134,3 +134,26 @@ async def test_submits_made_in_one_pass_leave_in_one_write() -> None:
     # The task that opened the connection sends first; the 199 that waited for it
     # resume together, in one pass: one write, not one each.
     assert sum(reads) == 201 and len(reads) <= 3 and reads[-1] == 1, fake.reads
+
+
+def test_which_results_may_wait_for_the_next_pass() -> None:
+    def plain(job: WorkerJob[bytes]) -> bytes:
+        return job.data
+
+    async def coro(job: WorkerJob[bytes]) -> bytes:
+        return job.data
+
+    def hook(job: WorkerJob[Any], outcome: str) -> None:
+        pass
+
+    small, large = b"r" * 100, b"r" * (64 * 1024)
+    threaded = make_worker("127.0.0.1:1", {"p": plain, "c": coro})
+    inline = make_worker("127.0.0.1:1", {"p": plain, "c": coro}, executor=None)
+    hooked = make_worker("127.0.0.1:1", {"c": coro}, after_job=hook)
+    fns = threaded._functions
+    assert threaded._may_cork(fns[b"p"], small) and threaded._may_cork(fns[b"c"], small)
+    assert not threaded._may_cork(fns[b"c"], large)  # joining would copy it
+    # A plain handler on the loop: another job's handler may run before the next pass.
+    assert not inline._may_cork(inline._functions[b"p"], small)
+    assert inline._may_cork(inline._functions[b"c"], small)
+    assert not hooked._may_cork(hooked._functions[b"c"], small)

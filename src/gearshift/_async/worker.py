@@ -234,6 +234,10 @@ class _DaemonThreadPool(concurrent.futures.Executor):
                 thread.join()
 
 
+#: Results at least this large are written at once, never held to share a write.
+_CORK_LIMIT = 64 * 1024
+
+
 class _LocalTimeout(Exception):
     """A handler ran past its function's timeout."""
 
@@ -734,8 +738,8 @@ class AsyncWorker:
                         outcome, error = "exception", exc
                         job._exception(describe_exception(exc, self.codec))
                     else:
-                        if self.after_job is None:
-                            conn.cork()  # no hook to wait for: sent on the next pass
+                        if self._may_cork(fn, payload):
+                            conn.cork()  # sent on the next pass, with the next GRAB_JOB
                         job._complete(payload)
             if error is not None:
                 await self._hook(self.on_error, error)
@@ -745,6 +749,19 @@ class AsyncWorker:
             self._slots.release()
             # After the release: the grab loop it wakes runs first and adds its GRAB_JOB.
             asyncio.get_running_loop().call_soon(conn.uncork)
+
+    def _may_cork(self, fn: _Function, payload: bytes) -> bool:
+        """Whether a result may wait for the next loop pass to share a write.
+
+        Not with an ``after_job`` hook (it may take long), not for plain handlers run on
+        the loop (another job's handler queued for that pass would hold the result back
+        for its whole run), and not for a large result (joining would copy it).
+        """
+        return (
+            self.after_job is None
+            and (fn.is_async or self.executor is not None)
+            and len(payload) < _CORK_LIMIT
+        )
 
     async def _hook(self, hook: Callable[..., Any] | None, *args: Any) -> None:
         if hook is None:
