@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -143,3 +145,21 @@ def test_roundtrip_any_chunking(msgs: list[tuple[PacketType, list[bytes]]], chun
     for i in range(0, len(stream), chunk):
         out += d.feed(stream[i : i + chunk])
     assert out == expected
+
+
+@pytest.mark.parametrize("size", [0, 65535, 65536, 1 << 20])
+def test_large_packets_encode_the_same_bytes(size: int) -> None:
+    # From 64 KiB up the encoder joins header, arguments and payload in one copy.
+    payload = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    for args in ((payload,), (b"H:1", payload), (b"f", b"", payload)):
+        body = b"\0".join(args)
+        assert encode_request(PacketType.SUBMIT_JOB, *args) == (
+            b"\0REQ" + struct.pack(">II", PacketType.SUBMIT_JOB, len(body)) + body
+        )
+        assert encode_response(PacketType.WORK_COMPLETE, *args) == (
+            b"\0RES" + struct.pack(">II", PacketType.WORK_COMPLETE, len(body)) + body
+        )
+    (packet,) = Decoder(allow_admin=False).feed(
+        encode_response(PacketType.WORK_DATA, b"H:1", payload)
+    )
+    assert isinstance(packet, Packet) and packet.args == (b"H:1", payload)

@@ -65,22 +65,39 @@ class AdminLine(bytes):
 Event = Packet | AdminLine
 
 
+#: From this payload size up a packet is built with one copy, not two (join, then add).
+_ONE_COPY = 64 * 1024
+
+
 def encode(ptype: int, *args: bytes, magic: bytes = REQ) -> bytes:
     """Encode one packet.  Arguments are joined with NUL; the caller owns their count."""
+    if args and len(args[-1]) >= _ONE_COPY:
+        return _encode_large(magic, ptype, args)
     body = b"\0".join(args)
     return _pack_header(magic, ptype, len(body)) + body
 
 
 def encode_request(ptype: int, *args: bytes) -> bytes:
     """Encode a ``\\0REQ`` packet (client or worker to server)."""
+    if args and len(args[-1]) >= _ONE_COPY:
+        return _encode_large(REQ, ptype, args)
     body = b"\0".join(args)
     return _pack_header(REQ, ptype, len(body)) + body
 
 
 def encode_response(ptype: int, *args: bytes) -> bytes:
     """Encode a ``\\0RES`` packet (server to client or worker)."""
+    if args and len(args[-1]) >= _ONE_COPY:
+        return _encode_large(RES, ptype, args)
     body = b"\0".join(args)
     return _pack_header(RES, ptype, len(body)) + body
+
+
+def _encode_large(magic: bytes, ptype: int, args: tuple[bytes, ...]) -> bytes:
+    """A packet with a large last argument, copied once: header, args and NULs joined."""
+    size = sum(map(len, args)) + len(args) - 1
+    head = b"\0".join(args[:-1]) + b"\0" if len(args) > 1 else b""
+    return b"".join((_pack_header(magic, ptype, size), head, args[-1]))
 
 
 def encode_header(ptype: int, body_length: int, magic: bytes = RES) -> bytes:
