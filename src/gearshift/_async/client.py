@@ -1,8 +1,9 @@
 """AsyncClient: submit jobs to one or more Gearman servers and follow their progress.
 
 How it works: the client keeps at most one connection per server, opened on first use.
-Each connection owns a ``ClientProtocol`` (the sans-IO core) and one reader task that
-feeds it bytes and dispatches the events: a JOB_CREATED resolves the submit that was
+Each connection owns a ``ClientProtocol`` (the sans-IO core); the transport hands it
+every read at once (``net.DirectProtocol``, no reader task) and the events are
+dispatched: a JOB_CREATED resolves the submit that was
 waiting for it and attaches the foreground ``AsyncJob`` to its handle, WORK_* packets
 go to the jobs attached to their handle.  Thousands of jobs can be in flight on one
 connection.
@@ -30,10 +31,10 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 from gearshift._async.closing import AsyncClosing
 from gearshift._async.net import (
-    READ_SIZE,
+    DirectProtocol,
     ServerAddress,
     ServersArg,
-    open_connection,
+    open_direct,
     parse_servers,
 )
 from gearshift.codecs import Codec, get_codec
@@ -347,12 +348,12 @@ class _LostBeforeCreated(ConnectionLost):
 
 
 class _Connection:
-    """One client connection: the protocol core, a writer, and the reader task."""
+    """One client connection: the protocol core, a writer, and the read callback."""
 
     def __init__(
         self,
         address: ServerAddress,
-        reader: asyncio.StreamReader,
+        protocol: DirectProtocol,
         writer: asyncio.StreamWriter,
         on_lost: Callable[[_Connection], None],
     ) -> None:
@@ -366,7 +367,7 @@ class _Connection:
         #: Packets sent during this loop pass, written together by ``_flush``.
         self._unsent: list[bytes] | None = None
         self._unsent_bytes = 0
-        self._task = asyncio.get_running_loop().create_task(self._read_loop(reader))
+        protocol.attach(self._data_received, self._connection_lost)
 
     def send(self, data: bytes) -> None:
         """Queue ``data``; it is written at the end of this loop pass.
@@ -409,25 +410,26 @@ class _Connection:
         self.send(build(future))
         return future
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        error: BaseException | None = None
+    def _data_received(self, data: bytes) -> None:
+        # Called by the transport for every read: no buffer, no task in between.
+        if self.closed:
+            return
         try:
-            while True:
-                data = await reader.read(READ_SIZE)
-                if not data:
-                    break
-                for event in self.proto.receive_data(data):
-                    try:
-                        self._dispatch(event)
-                    except Exception:  # one bad event must not take the connection down
-                        logger.exception("error handling %r from %s", event, self.address)
-        except (OSError, RemoteProtocolError) as exc:
+            events = self.proto.receive_data(data)
+        except RemoteProtocolError as exc:
             logger.warning("connection to %s failed: %s", self.address, exc)
-            error = exc
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self._lost(error)
+            self._lost(exc)
+            return
+        for event in events:
+            try:
+                self._dispatch(event)
+            except Exception:  # one bad event must not take the connection down
+                logger.exception("error handling %r from %s", event, self.address)
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and not self.closed:
+            logger.warning("connection to %s failed: %s", self.address, exc)
+        self._lost(exc)
 
     def _dispatch(self, event: object) -> None:
         if isinstance(event, WorkUpdate):
@@ -498,8 +500,7 @@ class _Connection:
     async def close(self, error: BaseException) -> None:
         self._flush()
         self._close_error = error
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        self._lost(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -705,7 +706,7 @@ class AsyncClient(AsyncClosing, Generic[T]):
 
     async def _connect(self, address: ServerAddress) -> _Connection:
         try:
-            reader, writer = await open_connection(
+            protocol, writer = await open_direct(
                 address,
                 connect_timeout=self.connect_timeout,
                 keepalive=self.keepalive,
@@ -717,7 +718,7 @@ class AsyncClient(AsyncClosing, Generic[T]):
         if self._closed:
             writer.close()
             raise ClosedError("client is closed")
-        conn = _Connection(address, reader, writer, self._forget)
+        conn = _Connection(address, protocol, writer, self._forget)
         self._down_until.pop(address, None)
         self._conns[address] = conn
         if self.client_id:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from gearshift.errors import ConnectError, ConnectTimeout
@@ -114,12 +114,100 @@ async def open_connection(
         ConnectError: the connection was refused, the name did not resolve, or the TLS
             handshake failed.
     """
+    reader = asyncio.StreamReader(limit=READ_SIZE)
+    writer = await _connect(
+        address,
+        asyncio.StreamReaderProtocol(reader),
+        reader,
+        connect_timeout=connect_timeout,
+        keepalive=keepalive,
+        tls=tls,
+    )
+    return reader, writer
+
+
+class DirectProtocol(asyncio.StreamReaderProtocol):
+    """Hands every read straight to a callback: no StreamReader buffer, no reader task.
+
+    Writing still goes through an ``asyncio.StreamWriter`` (with ``drain``).  Reads that
+    arrive before ``attach`` are kept and handed over by it.
+    """
+
+    def __init__(self) -> None:
+        #: Only for the StreamWriter, which asks it for errors in ``drain``.
+        self.reader = asyncio.StreamReader(limit=READ_SIZE)
+        super().__init__(self.reader)
+        self._on_data: Callable[[bytes], None] | None = None
+        self._on_lost: Callable[[Exception | None], None] | None = None
+        self._early: list[bytes] = []
+        self._lost_with: tuple[Exception | None] | None = None
+
+    def attach(
+        self, on_data: Callable[[bytes], None], on_lost: Callable[[Exception | None], None]
+    ) -> None:
+        """Start delivering: ``on_data(bytes)`` per read, ``on_lost(error)`` once at the end."""
+        self._on_data, self._on_lost = on_data, on_lost
+        early, self._early = self._early, []
+        for data in early:
+            on_data(data)
+        if self._lost_with is not None:
+            on_lost(self._lost_with[0])
+
+    def data_received(self, data: bytes) -> None:
+        if self._on_data is None:
+            self._early.append(data)
+        else:
+            self._on_data(data)
+
+    def eof_received(self) -> bool:
+        super().eof_received()
+        return False  # close the transport: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._on_lost is None:
+            self._lost_with = (exc,)
+        else:
+            on_lost, self._on_lost = self._on_lost, None
+            on_lost(exc)
+
+
+async def open_direct(
+    address: ServerAddress,
+    *,
+    connect_timeout: float | None,
+    keepalive: bool,
+    tls: ssl.SSLContext | None = None,
+) -> tuple[DirectProtocol, asyncio.StreamWriter]:
+    """Like ``open_connection``, but reads go to ``DirectProtocol.attach``'s callback."""
+    protocol = DirectProtocol()
+    writer = await _connect(
+        address,
+        protocol,
+        protocol.reader,
+        connect_timeout=connect_timeout,
+        keepalive=keepalive,
+        tls=tls,
+    )
+    return protocol, writer
+
+
+async def _connect(
+    address: ServerAddress,
+    protocol: asyncio.StreamReaderProtocol,
+    reader: asyncio.StreamReader,
+    *,
+    connect_timeout: float | None,
+    keepalive: bool,
+    tls: ssl.SSLContext | None,
+) -> asyncio.StreamWriter:
+    loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(connect_timeout):
-            reader, writer = await asyncio.open_connection(
+            transport, _ = await loop.create_connection(
+                lambda: protocol,
                 address.host,
                 address.port,
-                limit=READ_SIZE,
                 ssl=tls,
                 server_hostname=address.host if tls is not None else None,
             )
@@ -129,9 +217,10 @@ async def open_connection(
         raise ConnectError(f"TLS handshake with {address} failed: {exc}") from exc
     except OSError as exc:
         raise ConnectError(f"cannot connect to {address}: {exc}") from exc
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if keepalive:
             _set_keepalive(sock)
-    return reader, writer
+    return writer
