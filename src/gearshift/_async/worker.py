@@ -40,10 +40,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from gearshift._async.net import (
-    READ_SIZE,
     ServerAddress,
     ServersArg,
-    open_connection,
+    open_direct,
     parse_servers,
 )
 from gearshift.codecs import Codec, describe_exception, get_codec
@@ -254,7 +253,8 @@ class _Connection:
         self.lost: asyncio.Future[None] | None = None
         self._grab_reply: asyncio.Future[JobAssigned | None] | None = None
         self._stray: deque[JobAssigned] = deque()
-        self._reader: asyncio.Task[None] | None = None
+        #: Ends the current connection (see ``_ended``); None before the first one.
+        self._end: Callable[[Exception | None], None] | None = None
         #: Writes held back until the next loop pass (see ``cork``), with their writer.
         self._corked: list[bytes] | None = None
         self._corked_writer: asyncio.StreamWriter | None = None
@@ -265,7 +265,7 @@ class _Connection:
 
     async def connect(self) -> None:
         w = self.worker
-        reader, writer = await open_connection(
+        protocol, writer = await open_direct(
             self.address, connect_timeout=w.connect_timeout, keepalive=w.keepalive, tls=w._tls
         )
         proto = WorkerProtocol(grab=w.grab)
@@ -279,10 +279,17 @@ class _Connection:
         writer.write(b"".join(burst))
         self.proto, self.writer = proto, writer
         self._stray.clear()
-        self.lost = asyncio.get_running_loop().create_future()
-        self._reader = asyncio.get_running_loop().create_task(
-            self._read_loop(reader, writer, proto, self.lost)
-        )
+        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.lost = lost
+
+        def ended(exc: Exception | None) -> None:
+            self._ended(writer, proto, lost, exc)
+
+        def received(data: bytes) -> None:
+            self._received(proto, data, ended)
+
+        self._end = ended
+        protocol.attach(received, ended)
 
     def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         corked = self._corked
@@ -326,45 +333,51 @@ class _Connection:
         except LocalProtocolError as exc:
             logger.info("update for a job no longer ours dropped: %s", exc)
 
-    async def _read_loop(
+    def _received(
+        self, proto: WorkerProtocol, data: bytes, end: Callable[[Exception | None], None]
+    ) -> None:
+        # Called by the transport for every read: no buffer, no task in between.
+        if proto.closed:
+            return
+        try:
+            events = proto.receive_data(data)
+        except RemoteProtocolError as exc:
+            end(exc)
+            return
+        for event in events:
+            try:
+                self._dispatch(event)
+            except Exception:  # one bad event must not take the connection down
+                logger.exception("error handling %r from %s", event, self.address)
+
+    def _ended(
         self,
-        reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         proto: WorkerProtocol,
         lost: asyncio.Future[None],
+        exc: Exception | None,
     ) -> None:
-        try:
-            while True:
-                data = await reader.read(READ_SIZE)
-                if not data:
-                    break
-                for event in proto.receive_data(data):
-                    try:
-                        self._dispatch(event)
-                    except Exception:  # one bad event must not take the connection down
-                        logger.exception("error handling %r from %s", event, self.address)
-        except (OSError, RemoteProtocolError) as exc:
+        """The connection is over (closed by either side, failed, or stopped): once."""
+        if lost.done():
+            return
+        if exc is not None:
             logger.warning("connection to %s failed: %s", self.address, exc)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            held = proto.connection_lost()
-            if held:
-                logger.warning(
-                    "lost %s with %d job(s) running; the server requeues them",
-                    self.address,
-                    len(held),
-                )
-            reply = self._grab_reply
-            if reply is not None and not reply.done():
-                reply.set_exception(ConnectionLost(f"{self.address} went away"))
-                # A grab loop still waiting gets it through its shield; one cancelled
-                # meanwhile (a stop) does not, and asyncio would log it as unretrieved.
-                reply.exception()
-            self.woken.set()
-            writer.close()
-            if not lost.done():
-                lost.set_result(None)
+        held = proto.connection_lost()
+        if held:
+            logger.warning(
+                "lost %s with %d job(s) running; the server requeues them",
+                self.address,
+                len(held),
+            )
+        reply = self._grab_reply
+        if reply is not None and not reply.done():
+            reply.set_exception(ConnectionLost(f"{self.address} went away"))
+            # A grab loop still waiting gets it through its shield; one cancelled
+            # meanwhile (a stop) does not, and asyncio would log it as unretrieved.
+            reply.exception()
+        self.woken.set()
+        writer.close()
+        lost.set_result(None)
 
     def _dispatch(self, event: object) -> None:
         if isinstance(event, Noop):
@@ -410,9 +423,8 @@ class _Connection:
             with contextlib.suppress(OSError, RuntimeError):
                 await self.writer.drain()
             self.writer.close()
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._end is not None:
+            self._end(None)
 
 
 class AsyncWorker:
