@@ -209,3 +209,35 @@ async def test_cancelled_connect_lets_the_waiting_submits_try_again() -> None:
             with pytest.raises(ServerUnavailable):
                 await second
             assert first.cancelled()
+
+
+async def test_connection_that_ends_before_it_is_set_up_fails_over(
+    make_gearmand: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that hangs up at once, and a connect that is slow to hand the connection
+    # over: the end arrives before the client has registered the connection. The
+    # submit must still move on to the next server, not fail with a local error.
+    from gearshift._async import client as client_module
+
+    live = make_gearmand()
+
+    async def rude(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    rude_srv = await asyncio.start_server(rude, "127.0.0.1", 0)
+    rude_address = f"127.0.0.1:{rude_srv.sockets[0].getsockname()[1]}"
+    real_open = client_module.open_direct
+
+    async def slow_open(*args: object, **kwargs: object) -> object:
+        opened = await real_open(*args, **kwargs)  # type: ignore[arg-type]
+        await asyncio.sleep(0.1)  # the hang-up arrives meanwhile
+        return opened
+
+    monkeypatch.setattr(client_module, "open_direct", slow_open)
+    try:
+        async with AsyncClient([rude_address, live.address], routing="failover") as client:
+            handle = await client.submit_background("f", b"x")
+            assert str(handle.server) == live.address
+    finally:
+        rude_srv.close()
+        await rude_srv.wait_closed()

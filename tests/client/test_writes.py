@@ -179,6 +179,8 @@ async def test_direct_protocol_keeps_what_arrives_before_attach() -> None:
         got: list[bytes] = []
         ended: list[Exception | None] = []
         protocol.attach(got.append, ended.append)
+        assert got == ended == []  # delivery starts on the next pass, as from a task
+        await asyncio.sleep(0)
         assert b"".join(got) == b"onetwo" and ended == [None]
         writer.close()
     finally:

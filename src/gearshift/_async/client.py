@@ -402,7 +402,7 @@ class _Connection:
         if self.writer.transport.get_write_buffer_size() > _HIGH_WATER:
             try:
                 await self.writer.drain()
-            except (OSError, RuntimeError) as exc:
+            except Exception as exc:  # OSError, or whatever ended the connection
                 raise _LostBeforeCreated(f"writing to {self.address} failed: {exc}") from exc
 
     def request(self, build: Callable[[object], bytes]) -> asyncio.Future[Any]:
@@ -718,6 +718,10 @@ class AsyncClient(AsyncClosing, Generic[T]):
         if self._closed:
             writer.close()
             raise ClosedError("client is closed")
+        if writer.is_closing():
+            # The server hung up before we could use the connection: a failed connect.
+            self._mark_down(address)
+            raise ConnectError(f"{address} closed the connection at once")
         conn = _Connection(address, protocol, writer, self._forget)
         self._down_until.pop(address, None)
         self._conns[address] = conn

@@ -145,13 +145,24 @@ class DirectProtocol(asyncio.StreamReaderProtocol):
     def attach(
         self, on_data: Callable[[bytes], None], on_lost: Callable[[Exception | None], None]
     ) -> None:
-        """Start delivering: ``on_data(bytes)`` per read, ``on_lost(error)`` once at the end."""
-        self._on_data, self._on_lost = on_data, on_lost
+        """Deliver ``on_data(bytes)`` per read and ``on_lost(error)`` once at the end.
+
+        Delivery starts on the next loop pass, as it would through a reader task: the
+        caller finishes setting itself up first, even if the connection already ended.
+        """
+        asyncio.get_running_loop().call_soon(self._start, on_data, on_lost)
+
+    def _start(
+        self, on_data: Callable[[bytes], None], on_lost: Callable[[Exception | None], None]
+    ) -> None:
+        self._on_data = on_data
         early, self._early = self._early, []
         for data in early:
             on_data(data)
         if self._lost_with is not None:
             on_lost(self._lost_with[0])
+        else:
+            self._on_lost = on_lost
 
     def data_received(self, data: bytes) -> None:
         if self._on_data is None:

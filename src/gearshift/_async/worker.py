@@ -420,7 +420,7 @@ class _Connection:
             self.uncork()
             if reset:
                 self.writer.write(self.proto.reset_abilities())
-            with contextlib.suppress(OSError, RuntimeError):
+            with contextlib.suppress(Exception):  # OSError, or whatever ended the connection
                 await self.writer.drain()
             self.writer.close()
         if self._end is not None:
