@@ -34,6 +34,7 @@ from gearshift._async.net import (
     DirectProtocol,
     ServerAddress,
     ServersArg,
+    feed,
     open_direct,
     parse_servers,
 )
@@ -46,7 +47,6 @@ from gearshift.errors import (
     JobException,
     JobFailed,
     JobTimeout,
-    RemoteProtocolError,
     ServerUnavailable,
 )
 from gearshift.protocol.client import (
@@ -414,17 +414,10 @@ class _Connection:
         # Called by the transport for every read: no buffer, no task in between.
         if self.closed:
             return
-        try:
-            events = self.proto.receive_data(data)
-        except RemoteProtocolError as exc:
-            logger.warning("connection to %s failed: %s", self.address, exc)
-            self._lost(exc)
-            return
-        for event in events:
-            try:
-                self._dispatch(event)
-            except Exception:  # one bad event must not take the connection down
-                logger.exception("error handling %r from %s", event, self.address)
+        error = feed(self.proto.receive_data, data, self._dispatch, self.address)
+        if error is not None:
+            logger.warning("connection to %s failed: %s", self.address, error)
+            self._lost(error)
 
     def _connection_lost(self, exc: Exception | None) -> None:
         if exc is not None and not self.closed:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from gearshift.errors import ConnectError, ConnectTimeout
+from gearshift.errors import ConnectError, ConnectTimeout, RemoteProtocolError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 4730
 #: Environment variable holding a default server list, as libgearman reads it.
@@ -181,6 +184,30 @@ class DirectProtocol(asyncio.StreamReaderProtocol):
         else:
             on_lost, self._on_lost = self._on_lost, None
             on_lost(exc)
+
+
+def feed(
+    receive: Callable[[bytes], Iterable[object]],
+    data: bytes,
+    dispatch: Callable[[object], None],
+    address: ServerAddress,
+) -> RemoteProtocolError | None:
+    """Decode one read with ``receive`` and hand each event to ``dispatch``.
+
+    Returns the protocol error that ends the connection, if the bytes were bad.  An
+    event whose handling raises is logged and the others are still dispatched: one bad
+    event must not take the connection down.
+    """
+    try:
+        events = receive(data)
+    except RemoteProtocolError as exc:
+        return exc
+    for event in events:
+        try:
+            dispatch(event)
+        except Exception:
+            logger.exception("error handling %r from %s", event, address)
+    return None
 
 
 async def open_direct(

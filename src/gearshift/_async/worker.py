@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 from gearshift._async.net import (
     ServerAddress,
     ServersArg,
+    feed,
     open_direct,
     parse_servers,
 )
@@ -54,7 +55,6 @@ from gearshift.errors import (
     GearmanTimeout,
     JobFailed,
     LocalProtocolError,
-    RemoteProtocolError,
 )
 from gearshift.protocol.client import RequestFailed
 from gearshift.protocol.worker import (
@@ -339,16 +339,9 @@ class _Connection:
         # Called by the transport for every read: no buffer, no task in between.
         if proto.closed:
             return
-        try:
-            events = proto.receive_data(data)
-        except RemoteProtocolError as exc:
-            end(exc)
-            return
-        for event in events:
-            try:
-                self._dispatch(event)
-            except Exception:  # one bad event must not take the connection down
-                logger.exception("error handling %r from %s", event, self.address)
+        error = feed(proto.receive_data, data, self._dispatch, self.address)
+        if error is not None:
+            end(error)
 
     def _ended(
         self,
