@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 
@@ -74,6 +76,11 @@ class _Coalesced:
 COALESCED: Final = _Coalesced()
 
 
+#: Rows ``list_jobs`` reads per hold of the store connection (backends read 500-1000
+#: rows per query, so a hold spans at most one query).
+_LIST_STEP: Final = 500
+
+
 class Store(abc.ABC):
     """A persistent queue of background jobs."""
 
@@ -122,20 +129,25 @@ class Store(abc.ABC):
             StoreError: the store is not open or the backend failed while reading.
         """
         out: list[StoredJob] = []
-        if limit <= 0:
-            return out
         jobs = self.replay()
         try:
-            async for job in jobs:
-                out.append(job)
-                if len(out) >= limit:
-                    break
+            while len(out) < limit:
+                async with self._list_step():
+                    for _ in range(min(_LIST_STEP, limit - len(out))):
+                        try:
+                            out.append(await anext(jobs))
+                        except StopAsyncIteration:
+                            return out
         finally:
             # Stopping early: let the generator release its cursor or lock now.
             aclose = getattr(jobs, "aclose", None)
             if aclose is not None:
                 await aclose()
         return out
+
+    def _list_step(self) -> AbstractAsyncContextManager[object]:
+        """Held while ``list_jobs`` reads up to ``_LIST_STEP`` rows (nothing by default)."""
+        return contextlib.nullcontext()
 
 
 # --------------------------------------------------------------------------------------
@@ -171,11 +183,6 @@ class CommitStats:
     failures: int = 0
     #: Largest number of adds and dones carried by one commit.
     largest_batch: int = 0
-
-
-#: Rows ``list_jobs`` reads per hold of the store connection (backends read 500-1000
-#: rows per query, so a hold spans at most one query).
-_LIST_STEP: Final = 500
 
 
 class GroupCommitStore(Store, Generic[RowT]):
@@ -318,24 +325,17 @@ class GroupCommitStore(Store, Generic[RowT]):
             raise StoreError(f"{self.describe()}: store is not open")
         if self._down is not None:
             raise StoreError(f"{self.describe()} is unavailable: {self._down}")
-        out: list[StoredJob] = []
-        jobs = self.replay()
-        try:
-            while len(out) < limit:
-                # A step reads at most one backend chunk, and most rows come out of the
-                # chunk already read: release the connection every _LIST_STEP rows, not
-                # every row, or a waiting commit would go between each two.
-                async with self._io_lock:
-                    if self._closed:
-                        raise StoreError(f"{self.describe()}: store closed during the listing")
-                    for _ in range(min(_LIST_STEP, limit - len(out))):
-                        try:
-                            out.append(await anext(jobs))
-                        except StopAsyncIteration:
-                            return out
-        finally:
-            await jobs.aclose()
-        return out
+        return await super().list_jobs(limit)
+
+    @contextlib.asynccontextmanager
+    async def _list_step(self) -> AsyncIterator[None]:
+        # A step reads at most one backend chunk, and most rows come out of the chunk
+        # already read: the connection is released every _LIST_STEP rows, not every row,
+        # or a waiting commit would go between each two.
+        async with self._io_lock:
+            if self._closed:
+                raise StoreError(f"{self.describe()}: store closed during the listing")
+            yield
 
     async def close(self) -> None:
         """Finish the commit in flight, retry kept deletes once, disconnect."""
