@@ -8,7 +8,7 @@
     │   └── RemoteProtocolError          the peer sent something invalid
     │       ├── InvalidMagic             neither \\0REQ nor \\0RES
     │       ├── UnknownPacketType        type 0 or above 42
-    │       ├── PacketTooLarge           body longer than the configured maximum
+    │       ├── PacketTooLarge           body or argument longer than its limit
     │       ├── MalformedPacket          too few NUL-separated arguments
     │       └── AdminLineTooLong         a text line with no newline in sight
     ├── NetworkError
@@ -30,7 +30,8 @@
     │   ├── UnknownOption                UNKNOWN_OPTION
     │   ├── ArgumentTooLarge             ARGUMENT_TOO_LARGE
     │   ├── InvalidCommand               INVALID_COMMAND / INVALID_MAGIC / UNKNOWN_COMMAND
-    │   └── InvalidArguments             INVALID_ARGUMENTS
+    │   ├── InvalidArguments             INVALID_ARGUMENTS
+    │   └── ServerDraining               SHUTDOWN_GRACEFUL: the server is shutting down
     ├── JobError
     │   ├── JobFailed                    WORK_FAIL
     │   └── JobException                 WORK_EXCEPTION, carrying its payload
@@ -69,7 +70,8 @@ class UnknownPacketType(RemoteProtocolError):
 
 
 class PacketTooLarge(RemoteProtocolError):
-    """A packet body larger than the configured maximum."""
+    """A packet body larger than the configured maximum, or than its type allows
+    (``protocol.packets.ARG_LIMIT``), or an argument before a payload that long."""
 
 
 class MalformedPacket(RemoteProtocolError):
@@ -162,7 +164,15 @@ class InvalidCommand(ServerError):
 
 
 class InvalidArguments(ServerError):
-    """The admin command was given the wrong arguments."""
+    """The command was given arguments the server refuses (an admin command's
+    wrong arguments, an epoch time out of range)."""
+
+
+class ServerDraining(ServerError):
+    """The server is shutting down gracefully and takes no new jobs.
+
+    Nothing was queued: the client tries the job on its next server.
+    """
 
 
 #: ERROR codes (gearmand's ``gearman_strerror`` names minus ``GEARMAN_``) -> exception class.
@@ -176,6 +186,7 @@ SERVER_ERRORS: Mapping[str, type[ServerError]] = {
     "INVALID_MAGIC": InvalidCommand,
     "UNKNOWN_COMMAND": InvalidCommand,
     "INVALID_ARGUMENTS": InvalidArguments,
+    "SHUTDOWN_GRACEFUL": ServerDraining,
 }
 
 

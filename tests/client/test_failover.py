@@ -13,6 +13,7 @@ import pytest
 
 from gearshift import AsyncAdminClient, AsyncClient, Client, WorkerJob
 from gearshift.errors import ConnectionLost, ServerUnavailable
+from gearshift.testing import serve
 from tests.client.conftest import make_worker, running
 from tests.client.helpers import await_until
 from tests.conftest import ServerFactory
@@ -241,3 +242,24 @@ async def test_connection_that_ends_before_it_is_set_up_fails_over(
     finally:
         rude_srv.close()
         await rude_srv.wait_closed()
+
+
+async def test_a_draining_server_passes_the_job_to_the_next_one() -> None:
+    async def echo(job: WorkerJob[bytes]) -> bytes:
+        return job.data
+
+    async with serve() as draining, serve() as live:
+        async with AsyncClient([draining.address], codec=None) as c:
+            # Not durable (memory queue) and no worker: the drain waits for it.
+            await c.submit_background("hold", b"keeps the drain going")
+        draining.server.request_shutdown(True)
+        await await_until(lambda: draining.scheduler.draining)
+        async with running(make_worker(live.address, {"echo": echo})):
+            async with AsyncClient([draining.address, live.address], routing="failover") as c:
+                handle = await c.submit_background("echo", b"bg")
+                assert str(handle.server) == live.address
+                assert await c.submit("echo", b"fg", timeout=20) == b"fg"
+            async with AsyncClient([draining.address]) as c:
+                with pytest.raises(ServerUnavailable, match="shutting down"):
+                    await c.submit_background("echo", b"nowhere")
+        draining.server.request_shutdown(False)  # cut the drain short

@@ -327,9 +327,11 @@ WORKER = [
         Send("w2", req(P.PRE_SLEEP)),
         Sync("w2"),
         submit("c", P.SUBMIT_JOB_BG, b"tw", b"", b"x"),
-        Quiet("w", 0.5),
+        Recv("w"),
+        grab("w"),
         Quiet("w2", 0.5),
-        doc="gearmand wakes every sleeper; gearshift wakes one per new job",
+        doc="gearmand wakes every sleeper; gearshift wakes one per new job (and passes the"
+        " wakeup on only if the woken worker does not grab)",
     ),
     conv(
         "worker_wakeup_flag",
@@ -1249,11 +1251,12 @@ ADMIN = [
         Admin("a", admin("shutdown graceful")),
         Sleep(0.5),
         Sync("c2"),
+        submit("c2", P.SUBMIT_JOB_BG, b"gr2", b"", b"late"),
         grab("w"),
         Send("w", req(P.WORK_COMPLETE, H[0], b"done")),
         ExpectClose("w", timeout=2.0),
-        doc="gearmand 1.1.20 removed shutdown; gearshift stops listening, lets open"
-        " connections finish the queued jobs, then exits",
+        doc="gearmand 1.1.20 removed shutdown; gearshift drains: submits are refused,"
+        " workers may still connect and finish the queued jobs, then it exits",
     ),
 ]
 

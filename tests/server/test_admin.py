@@ -174,20 +174,24 @@ async def test_checklist_28_shutdown_graceful_waits_for_jobs() -> None:
         (h,) = await c.expect(T.JOB_CREATED)
         assert await a.admin("shutdown graceful") == "OK\r\n"
         await w.call(T.ECHO_REQ, b"sync")
-        # no longer listening, existing connections keep working
-        try:
-            late = await Raw.connect(srv.address)
-        except OSError:
-            pass
-        else:
-            assert await late.closed(5)
-            await late.close()
+        # New submits are refused, on old and new connections alike (nothing is queued,
+        # so a client may take the job elsewhere)...
+        assert await c.call(T.SUBMIT_JOB_BG, b"f", b"", b"late") == (
+            T.ERROR,
+            (b"SHUTDOWN_GRACEFUL", b"Server is shutting down: submit the job to another server"),
+        )
+        late = await Raw.connect(srv.address)
+        late.send(T.SUBMIT_JOB, b"f", b"", b"y")
+        assert (await late.expect(T.ERROR))[0] == b"SHUTDOWN_GRACEFUL"
+        # ...but workers may still connect, and the queued foreground job runs.
         w.send(T.GRAB_JOB)
         await w.expect(T.JOB_ASSIGN)
+        w2 = await worker(srv.address, b"f")
+        assert await w2.call(T.GRAB_JOB) == (T.NO_JOB, ())
         w.send(T.WORK_COMPLETE, h, b"done")
         assert await c.expect(T.WORK_COMPLETE) == (h, b"done")
         await srv.server.serve_forever()
-        for conn in (a, c, w):
+        for conn in (a, c, w, w2, late):
             await conn.close()
 
 

@@ -128,7 +128,7 @@ def test_unusable_tls_or_protocol_is_a_command_line_error(argv: list[str]) -> No
 
 def test_checklist_27_unknown_queue_type_fails_to_start() -> None:
     res = run("-p", str(free_port()), "-L", "127.0.0.1", "-q", "nonsense", "-l", "stderr")
-    assert res.returncode == 1
+    assert res.returncode == 2  # a command-line error: refused before starting
     assert "nonsense" in res.stderr
 
 
@@ -212,15 +212,19 @@ def test_checklist_28_sigusr1_graceful() -> None:
             assert created[4:8] == (8).to_bytes(4, "big")
             handle = created[12:]
             srv.signal(signal.SIGUSR1)
+            # Draining: still listening (workers may come back), but submits are refused.
             deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:  # the listener closes at once
-                try:
-                    socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
-                except OSError:
+            # A foreground probe on another function: if it is accepted (before the
+            # signal arrived), its client leaves at once, so the drain does not wait for it.
+            late_body = b"other\0\0late"
+            late = b"\0REQ" + (7).to_bytes(4, "big") + len(late_body).to_bytes(4, "big")
+            late += late_body
+            while True:
+                reply = talk(srv.port, late, 12)
+                if reply[4:8] == (19).to_bytes(4, "big"):  # ERROR SHUTDOWN_GRACEFUL
                     break
+                assert time.monotonic() < deadline, "submits still accepted after SIGUSR1"
                 time.sleep(0.05)
-            else:
-                raise AssertionError("still listening after SIGUSR1")
             assert srv.proc is not None and srv.proc.poll() is None
             # the existing connection still works: it becomes the worker and finishes
             for ptype, payload in ((1, b"f"), (9, b""), (13, handle + b"\0done")):
@@ -265,3 +269,17 @@ def test_checklist_27_unknown_user_is_an_error() -> None:
     res = run("-p", str(free_port()), "-L", "127.0.0.1", "-u", "no-such-user-xyz", "-l", "stderr")
     assert res.returncode == 1
     assert "no-such-user-xyz" in res.stderr
+
+
+def test_drain_and_wakeup_flags() -> None:
+    cfg = parse_args(["--drain-timeout", "5", "--worker-wakeup-delay", "0.2"]).config
+    assert (cfg.drain_timeout, cfg.worker_wakeup_delay) == (5.0, 0.2)
+    defaults = parse_args([]).config
+    assert (defaults.drain_timeout, defaults.worker_wakeup_delay) == (60.0, 0.05)
+    for bad in (
+        ["--drain-timeout", "-1"],
+        ["--worker-wakeup-delay", "nan"],
+        ["--drain-timeout", "x"],
+    ):
+        with pytest.raises(ConfigError):
+            parse_args(bad)

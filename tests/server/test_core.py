@@ -84,33 +84,36 @@ async def test_checklist_12_grab_variants_and_no_job(server: RunningServer) -> N
         await conn.close()
 
 
-async def test_checklist_11_pre_sleep_noop_one_per_job(server: RunningServer) -> None:
-    c = await Raw.connect(server.address)
-    sleepers = [await worker(server.address, b"s") for _ in range(3)]
-    for s in sleepers:
-        s.send(T.PRE_SLEEP)
-    await c.admin("status")  # sync point: the server has seen everything sent before
-    await asyncio.sleep(0.05)
-    c.send(T.SUBMIT_JOB_BG, b"s", b"", b"x")
-    await c.expect(T.JOB_CREATED)
-    got = []
-    for s in sleepers:
-        try:
-            await s.expect(T.NOOP, within=0.3)
-            got.append(s)
-        except TimeoutError:
-            pass
-    assert len(got) == 1  # one new job wakes one sleeper
-    # the woken worker gets one NOOP per sleep cycle even if more jobs arrive
-    c.send(T.SUBMIT_JOB_BG, b"s", b"", b"y")
-    await c.expect(T.JOB_CREATED)
-    await got[0].nothing(0.2)
-    # PRE_SLEEP with work waiting -> immediate NOOP
-    late = await worker(server.address, b"s")
-    late.send(T.PRE_SLEEP)
-    await late.expect(T.NOOP)
-    for conn in (c, late, *sleepers):
-        await conn.close()
+async def test_checklist_11_pre_sleep_noop_one_per_job() -> None:
+    # No pass-on here (it would wake the next sleeper after its delay: see
+    # tests/hostile/test_stuck_wakeup.py): this checks one NOOP per new job.
+    async with serve(worker_wakeup_delay=0) as srv:
+        c = await Raw.connect(srv.address)
+        sleepers = [await worker(srv.address, b"s") for _ in range(3)]
+        for s in sleepers:
+            s.send(T.PRE_SLEEP)
+        await c.admin("status")  # sync point: the server has seen everything sent before
+        await asyncio.sleep(0.05)
+        c.send(T.SUBMIT_JOB_BG, b"s", b"", b"x")
+        await c.expect(T.JOB_CREATED)
+        got = []
+        for s in sleepers:
+            try:
+                await s.expect(T.NOOP, within=0.3)
+                got.append(s)
+            except TimeoutError:
+                pass
+        assert len(got) == 1  # one new job wakes one sleeper
+        # the woken worker gets one NOOP per sleep cycle even if more jobs arrive
+        c.send(T.SUBMIT_JOB_BG, b"s", b"", b"y")
+        await c.expect(T.JOB_CREATED)
+        await got[0].nothing(0.2)
+        # PRE_SLEEP with work waiting -> immediate NOOP
+        late = await worker(srv.address, b"s")
+        late.send(T.PRE_SLEEP)
+        await late.expect(T.NOOP)
+        for conn in (c, late, *sleepers):
+            await conn.close()
 
 
 async def test_checklist_11_worker_wakeup_zero_wakes_all() -> None:

@@ -47,6 +47,7 @@ from gearshift.errors import (
     JobException,
     JobFailed,
     JobTimeout,
+    ServerDraining,
     ServerUnavailable,
 )
 from gearshift.protocol.client import (
@@ -776,6 +777,11 @@ class AsyncClient(AsyncClosing, Generic[T]):
                 # Nothing was acknowledged: the next server may take the job.
                 logger.info("submit to %s failed before JOB_CREATED: %s", address, exc)
                 failures.append(str(exc))
+                continue
+            except ServerDraining as exc:
+                # The server is shutting down and queued nothing: so may the next one.
+                logger.info("%s is shutting down: %s", address, exc)
+                failures.append(f"{address}: {exc}")
                 continue
         raise ServerUnavailable("no server accepted the job: " + "; ".join(failures))
 

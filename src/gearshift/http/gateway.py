@@ -52,6 +52,7 @@ _PRIORITIES: Final = {"high": HIGH, "low": LOW, "normal": NORMAL}
 #: ERROR codes -> HTTP status of the refusal.
 _ERROR_STATUS: Final = {
     b"QUEUE_ERROR": 503,
+    b"SHUTDOWN_GRACEFUL": 503,
     b"PERMISSION_DENIED": 403,
     b"ARGUMENT_TOO_LARGE": 400,
 }

@@ -80,7 +80,8 @@ def execute(sched: Scheduler, host: AdminHost, peer: Peer, tokens: list[bytes]) 
         return text.ERR_UNKNOWN_SHOW_ARGUMENTS
     if name == b"create":
         if argc == 3 and tokens[1].lower() == b"function":
-            sched.function(tokens[2])
+            # An operator's function stays listed while idle (until dropped).
+            sched.function(tokens[2]).pinned = True
             return text.OK
         return text.invalid_arguments(cmd)
     if name == b"drop":
@@ -105,6 +106,7 @@ def execute(sched: Scheduler, host: AdminHost, peer: Peer, tokens: list[bytes]) 
         target = sched.functions.get(tokens[1])
         if target is not None:
             target.maxqueue = sizes
+            sched.note_idle(target)
         return text.OK
     if name == b"getpid":
         return text.ok_value(str(host.getpid()).encode())

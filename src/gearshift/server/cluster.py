@@ -179,6 +179,9 @@ class ClusterNode:
                 await self._rejoin()
         dead, next_expiry = await store.expired()
         for node in dead:
+            if self.server.scheduler.draining:
+                # Draining for shutdown: the jobs of dead members go to the others.
+                break
             await self._take_over(node)
         pause = self.settings.heartbeat
         if next_expiry is not None:

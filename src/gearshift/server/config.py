@@ -58,6 +58,14 @@ QUEUE_FLAGS: Final = (
 )
 #: Queue flags that take no value.
 QUEUE_SWITCHES: Final = ("store-queue-on-shutdown",)
+#: ``--help`` texts of queue flags whose use is restricted.
+_QUEUE_HELP: Final = {
+    "libmemcached-servers": "not supported: refused at start (no memcached queue)",
+    "libmemcached-prefix": "not supported: refused at start (no memcached queue)",
+    "libtokyocabinet-file": "not supported: refused at start (no Tokyo Cabinet queue)",
+    "libtokyocabinet-optimize": "not supported: refused at start (no Tokyo Cabinet queue)",
+    "cluster-name": "share a PostgreSQL queue as a cluster (refused with any other queue)",
+}
 
 
 def default_handle_prefix() -> str:
@@ -85,6 +93,12 @@ class ServerConfig:
     job_retries: int = -1
     #: Sleeping workers woken per new job; 0 = all of them (gearmand's default).
     worker_wakeup: int = 1
+    #: Seconds after which a job still queued after its NOOP wakes the next sleeping
+    #: worker (the woken one may never grab); 0 = never.
+    worker_wakeup_delay: float = 0.05
+    #: Seconds a graceful shutdown (SIGUSR1, ``shutdown graceful``) waits for running
+    #: and foreground jobs before it stops anyway; 0 = no limit.
+    drain_timeout: float = 60.0
     #: Accepted for compatibility; round-robin is always on (gearmand 2.0).
     round_robin: bool = False
     handle_prefix: str = field(default_factory=default_handle_prefix)
@@ -139,6 +153,10 @@ class ServerConfig:
             raise ConfigError("job retries must be -1 (unlimited) or more")
         if self.worker_wakeup < 0:
             raise ConfigError("worker wakeup must be 0 (all) or more")
+        if not 0 <= self.worker_wakeup_delay <= 3600:
+            raise ConfigError("worker wakeup delay must be 0 (never) to 3600 seconds")
+        if not 0 <= self.drain_timeout <= 86400:
+            raise ConfigError("drain timeout must be 0 (no limit) to 86400 seconds")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -151,6 +169,16 @@ def _int(text: str) -> int:
         return int(text, 0)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,7 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("-P", "--pid-file", help="write the process id here")
     g.add_argument("-r", "--protocol", help="extra protocol plugin ('http')")
     g.add_argument("-R", "--round-robin", action="store_true", help="accepted; always on")
-    g.add_argument("-q", "--queue-type", help="builtin, libsqlite3, Postgres, MySQL, redis")
+    g.add_argument(
+        "-q",
+        "--queue-type",
+        help="builtin, libsqlite3, Postgres, MySQL, redis"
+        " (libmemcached and libtokyocabinet are refused at start)",
+    )
     g.add_argument("--queue", dest="queue_url", help="store URL (sqlite:///f, redis://...)")
     g.add_argument("--config-file", help="file of whitespace-separated options")
     g.add_argument("--config", help="TOML configuration file (flags override it)")
@@ -191,6 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--verbose", help="FATAL ALERT CRITICAL ERROR WARNING NOTICE INFO DEBUG")
     g.add_argument("-V", "--version", action="store_true", help="print the version and exit")
     g.add_argument("-w", "--worker-wakeup", type=_int, help="NOOPs per job, 0 = all")
+    g.add_argument(
+        "--worker-wakeup-delay",
+        type=_seconds,
+        help="seconds before a job still queued after its NOOP wakes the next worker"
+        " (default 0.05; 0 = never)",
+    )
+    g.add_argument(
+        "--drain-timeout",
+        type=_seconds,
+        help="graceful shutdown (SIGUSR1): seconds to wait for running jobs"
+        " (default 60; 0 = no limit)",
+    )
     g.add_argument("--check-args", action="store_true", help="parse options, then exit 0")
     g.add_argument("--max-packet-size", type=_int, help="largest packet body")
     g.add_argument("--idle-timeout", type=float, help="close silent connections (seconds)")
@@ -204,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--http-listen", help="HTTP listener address (default: -L's)")
     q = p.add_argument_group("queue plugins")
     for name in QUEUE_FLAGS:
-        q.add_argument(f"--{name}", dest="q_" + name.replace("-", "_"))
+        q.add_argument(f"--{name}", dest="q_" + name.replace("-", "_"), help=_QUEUE_HELP.get(name))
     for name in QUEUE_SWITCHES:
         q.add_argument(f"--{name}", dest="q_" + name.replace("-", "_"), action="store_true")
     return p
@@ -281,6 +326,10 @@ def parse_args(argv: list[str]) -> ParsedArgs:
         cfg.job_retries = ns.job_retries
     if ns.worker_wakeup is not None:
         cfg.worker_wakeup = ns.worker_wakeup
+    if ns.worker_wakeup_delay is not None:
+        cfg.worker_wakeup_delay = ns.worker_wakeup_delay
+    if ns.drain_timeout is not None:
+        cfg.drain_timeout = ns.drain_timeout
     cfg.round_robin = ns.round_robin
     if ns.job_handle_prefix is not None:
         cfg.handle_prefix = ns.job_handle_prefix

@@ -47,6 +47,8 @@ MAX_HANDLE: Final = 64
 MAX_CLIENT_ID: Final = 127
 #: CAN_DO_TIMEOUT never fires sooner than this, as in gearmand.
 MIN_TIMEOUT_MS: Final = 1000
+#: ...and a longer one is cut to this (2**31 - 1 ms, about 24.8 days).
+MAX_TIMEOUT_MS: Final = 2**31 - 1
 
 HIGH: Final = 0
 NORMAL: Final = 1
@@ -110,6 +112,14 @@ ERR_NOT_FOUND_RESULT: Final = _error(b"JOB_NOT_FOUND", b"Job given in work resul
 ERR_NOT_FOUND_EXCEPTION: Final = _error(
     b"JOB_NOT_FOUND", b"An exception was received for a job that does not exist"
 )
+#: SUBMIT_JOB_EPOCH with a time that does not fit in 64 bits (gearmand's strtoll sets
+#: ERANGE and drops the connection; gearshift refuses that job alone).
+ERR_BAD_EPOCH: Final = _error(b"INVALID_ARGUMENTS", b"Epoch time out of range")
+#: A submit while the server drains for shutdown: nothing was queued, so a client may
+#: take the job to another server (gearshift's client does).
+ERR_DRAINING: Final = _error(
+    b"SHUTDOWN_GRACEFUL", b"Server is shutting down: submit the job to another server"
+)
 #: Sent when the access rules (``gearshift.server.access``) refuse a CAN_DO or submit.
 ERR_PERMISSION_DENIED: Final = _error(b"PERMISSION_DENIED", b"Not authorised for this function")
 
@@ -124,6 +134,27 @@ def atoi(text: bytes) -> int:
         return int(text[:end])
     except ValueError:
         return 0
+
+
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+
+
+def strtoll(text: bytes) -> int | None:
+    """C ``strtoll`` as gearmand reads an epoch: like ``atoi``, but ``None`` when the
+    number does not fit in a signed 64-bit integer (``ERANGE``)."""
+    text = text.strip()
+    end = 1 if text[:1] in (b"-", b"+") else 0
+    while end < len(text) and 48 <= text[end] <= 57:
+        end += 1
+    digits = text[:end].lstrip(b"+-").lstrip(b"0")
+    if len(digits) > 19:  # also keeps int() off huge digit strings
+        return None
+    try:
+        value = int(text[:end])
+    except ValueError:
+        return 0
+    return value if INT64_MIN <= value <= INT64_MAX else None
 
 
 class DropPeer(Exception):
@@ -146,6 +177,9 @@ class JobObserver(Protocol):
     def requeued(self, job: Job) -> None: ...
 
     def cancelled(self, job: Job) -> None: ...
+
+    def forgotten(self, function: bytes) -> None:
+        """An idle function was forgotten: drop what is kept for it."""
 
 
 class Gate(Protocol):
@@ -226,6 +260,8 @@ class Function:
         "sleepers",
         "maxqueue",
         "delayed",
+        "wake_check",
+        "pinned",
     )
 
     def __init__(self, name: bytes) -> None:
@@ -242,6 +278,15 @@ class Function:
         self.maxqueue = [0, 0, 0]
         #: Epoch jobs per priority that are not due yet (they wait in the heap).
         self.delayed = [0, 0, 0]
+        #: A wakeup check is pending (``Scheduler._wake_due``).
+        self.wake_check = False
+        #: Created by the admin ``create function``: kept while idle, until dropped.
+        self.pinned = False
+
+    @property
+    def idle(self) -> bool:
+        """No workers, no jobs, nothing an operator set: safe to forget."""
+        return not (self.total or self.workers or self.pinned or any(self.maxqueue))
 
     def queued(self, priority: int) -> int:
         return len(self.queues[priority]) + self.delayed[priority]
@@ -346,6 +391,8 @@ class Scheduler:
         job_retries: -1 unlimited, 0 fail on the first lost worker, N allow N requeues.
         worker_wakeup: sleeping workers woken per new job; 0 wakes all of them.
         exceptions: new peers start with the ``exceptions`` option on.
+        wakeup_delay: seconds after which a job still queued after its NOOP wakes the
+            next sleeping worker (a woken worker may never send GRAB_JOB); 0 = never.
         store_done: called with a stored job's record when it leaves the persistent
             queue (finished, cancelled, dropped); the server forwards it to the store.
     """
@@ -359,6 +406,7 @@ class Scheduler:
         job_retries: int = -1,
         worker_wakeup: int = 1,
         exceptions: bool = False,
+        wakeup_delay: float = 0.05,
         store_done: Callable[[StoredJob], None] | None = None,
     ) -> None:
         self.timers = timers
@@ -368,9 +416,26 @@ class Scheduler:
         self.worker_wakeup = worker_wakeup
         self.exceptions = exceptions
         self.store_done = store_done
+        self.wakeup_delay = wakeup_delay
+        #: Functions whose NOOPs are checked ``wakeup_delay`` after they went out, in
+        #: due order, with one timer armed for the first.
+        self._wake_checks: deque[tuple[float, Function]] = deque()
+        self._wake_timer: TimerHandle | None = None
+        #: Submits are refused (ERR_DRAINING) while the server drains for shutdown, and
+        #: durable jobs are not handed out: they stay in the store for the next start.
+        self.draining = False
+        #: Durable jobs given up to the store by ``drain`` (and during it).
+        self.left_in_store = 0
+        #: Jobs flagged ``ignore`` that are not reaped yet (nobody waits for them).
+        self.ignored = 0
+        #: Functions that went idle, and whether ``forget_idle`` has seen them idle.
+        self._idle: dict[Function, bool] = {}
         self.functions: dict[bytes, Function] = {}
         self.handles: dict[bytes, Job] = {}
         self.uniques: dict[tuple[bytes, ...], Job] = {}
+        #: unique -> the job(s) holding it in ``uniques`` (a list only when several
+        #: functions share one), for GET_STATUS_UNIQUE.
+        self._by_unique: dict[bytes, Job | list[Job]] = {}
         self.peers: dict[Peer, None] = {}
         self.dirty: list[Peer] = []
         self.stats = Stats()
@@ -465,6 +530,8 @@ class Scheduler:
         funcs = peer.funcs
         for f in peer.abilities:
             f.workers -= 1
+            if not f.workers and not f.total:
+                self._idle[f] = False
         peer.abilities = []
         peer.funcs = []
         peer.timeouts.clear()
@@ -477,7 +544,7 @@ class Scheduler:
     # ------------------------------------------------------------------ functions
 
     def function(self, name: bytes) -> Function:
-        """Get or create a function (gearmand never forgets one unless dropped)."""
+        """Get or create a function (``forget_idle`` forgets it once it is idle again)."""
         f = self.functions.get(name)
         if f is None:
             f = self.functions[name] = Function(name)
@@ -485,6 +552,44 @@ class Scheduler:
 
     def drop_function(self, f: Function) -> None:
         del self.functions[f.name]
+        self._forget_stats(f.name)
+
+    def forget_idle(self) -> int:
+        """Forget the functions that stayed idle since the previous call.
+
+        gearmand keeps every function it ever saw until it restarts, so names sent once
+        (a typo, a scan, one job each to 100,000 functions) cost memory forever and
+        fill every ``status`` reply.  A function with no workers and no jobs left, and
+        nothing an operator set on it (``create function``, ``maxqueue``), is forgotten
+        here; the server calls this from its housekeeping timer, so ``status`` still
+        lists such a function for one to two housekeeping intervals.  Only functions
+        that went idle are visited, never the whole table.  Returns how many went.
+        """
+        forgotten = 0
+        functions = self.functions
+        for f, seen in list(self._idle.items()):
+            if not f.idle or functions.get(f.name) is not f:
+                del self._idle[f]
+            elif seen:
+                del self._idle[f]
+                del functions[f.name]
+                self._forget_stats(f.name)
+                forgotten += 1
+            else:
+                self._idle[f] = True
+        return forgotten
+
+    def note_idle(self, f: Function) -> None:
+        """``f`` may have become idle by other means than a job or worker leaving."""
+        if f.idle:
+            self._idle[f] = False
+
+    def _forget_stats(self, name: bytes) -> None:
+        self.stats.submitted.pop(name, None)
+        for result in ("complete", "fail", "exception"):
+            self.stats.finished.pop((name, result), None)
+        if self.observer is not None:
+            self.observer.forgotten(name)
 
     # ------------------------------------------------------------------ submit
 
@@ -505,7 +610,11 @@ class Scheduler:
         return handler
 
     def submit_epoch(self, peer: Peer, args: Args) -> None:
-        self.submit(peer, args[0], args[1], args[3], NORMAL, True, when=atoi(args[2]))
+        when = strtoll(args[2])
+        if when is None:
+            self.send(peer, ERR_BAD_EPOCH)
+            return
+        self.submit(peer, args[0], args[1], args[3], NORMAL, True, when=when)
 
     def submit(
         self,
@@ -532,6 +641,9 @@ class Scheduler:
         Returns:
             The new job, or ``None`` when the submit coalesced or was refused.
         """
+        if self.draining and peer is not None:
+            self.send(peer, ERR_DRAINING)
+            return None
         if len(unique) > MAX_UNIQUE:
             if peer is not None:
                 self.send(peer, ERR_UNIQUE_TOO_LARGE)
@@ -550,6 +662,7 @@ class Scheduler:
             key = (name, unique, bytes(data)) if data else None
         else:
             key = (name, unique)
+        existing = None
         if key is not None:
             existing = self.uniques.get(key)
             # An ignored job (its clients left, or cancelled) stays findable by
@@ -574,6 +687,10 @@ class Scheduler:
         self.handles[handle] = job
         if key is not None:
             self.uniques[key] = job
+            if len(key) == 2:
+                if existing is not None:  # an ignored job this one replaces
+                    self._unindex_unique(unique, existing)
+                self._index_unique(unique, job)
         submitted = self.stats.submitted
         submitted[name] = submitted.get(name, 0) + 1
         if self.observer is not None:
@@ -593,7 +710,10 @@ class Scheduler:
         """The store made a deferred job durable: queue it and answer JOB_CREATED."""
         job.pending = False
         job.stored = stored
-        if job.ignore or not job.alive or stored.coalesced:
+        if self.draining and job.alive and not job.ignore and not stored.coalesced:
+            # Durable, but the server is draining: it runs after the next start.
+            self._leave_in_store(job)
+        elif job.ignore or not job.alive or stored.coalesced:
             # Every client that coalesced onto it left meanwhile, or (a clustered
             # store) another server already holds this unique: acknowledged, not queued.
             # Foreground clients that joined it would wait for a result this server
@@ -661,9 +781,16 @@ class Scheduler:
         self._arm_epoch_timer()
 
     def _wake(self, f: Function, jobs: int) -> None:
-        """NOOP up to ``worker_wakeup * jobs`` sleeping workers of ``f`` (0 = all)."""
+        """NOOP up to ``worker_wakeup * jobs`` sleeping workers of ``f`` (0 = all).
+
+        Waking one worker per job (not all, as gearmand does) is what keeps a thousand
+        idle workers cheap; but a woken worker may never grab (hung, busy elsewhere, a
+        forked child that died while its parent holds the socket).  So a woken function
+        is checked again ``wakeup_delay`` later (``_wake_due``) and, if a job is still
+        waiting, the next sleeper is woken.
+        """
         sleepers = f.sleepers
-        budget = self.worker_wakeup * jobs if self.worker_wakeup > 0 else len(sleepers)
+        budget = start = self.worker_wakeup * jobs if self.worker_wakeup > 0 else len(sleepers)
         noop = NOOP_PACKET
         while sleepers and budget > 0:
             peer, seq = sleepers.popleft()
@@ -671,6 +798,38 @@ class Scheduler:
                 peer.noop_sent = True
                 self.send(peer, noop)
                 budget -= 1
+        if budget != start and not f.wake_check and self.wakeup_delay > 0:
+            f.wake_check = True
+            self._wake_checks.append((self.clock() + self.wakeup_delay, f))
+            if self._wake_timer is None:
+                self._wake_timer = self.timers.call_later(self.wakeup_delay, self._wake_due)
+
+    def _wake_due(self) -> None:
+        """Pass on the wakeups whose jobs are still queued ``wakeup_delay`` later."""
+        self._wake_timer = None
+        now = self.clock()
+        delay = self.wakeup_delay
+        checks = self._wake_checks
+        while checks:
+            due, f = checks[0]
+            # A wall clock stepped back would make an entry look far in the future.
+            if now < due <= now + delay:
+                break
+            checks.popleft()
+            f.wake_check = False
+            if f.sleepers and self._has_runnable(f):
+                waiting = sum(map(len, f.queues))
+                logger.debug(
+                    "%d jobs of %r still queued %gs after their wakeup: waking more workers",
+                    waiting,
+                    f.name,
+                    delay,
+                )
+                self._wake(f, waiting)
+        if checks:
+            self._wake_timer = self.timers.call_later(
+                max(checks[0][0] - now, 0.001), self._wake_due
+            )
 
     def _has_runnable(self, f: Function) -> bool:
         for q in f.queues:
@@ -689,12 +848,18 @@ class Scheduler:
     def _remove(self, job: Job) -> None:
         """Forget a job entirely (it is no longer queued or running)."""
         job.alive = False
+        if job.ignore:
+            self.ignored -= 1
         f = job.func
         f.total -= 1
+        if not f.total and not f.workers:
+            self._idle[f] = False
         self.handles.pop(job.handle, None)
         key = job.key
         if key is not None and self.uniques.get(key) is job:
             del self.uniques[key]
+            if len(key) == 2:
+                self._unindex_unique(key[1], job)
         worker = job.worker
         if worker is not None:
             f.running -= 1
@@ -737,6 +902,9 @@ class Scheduler:
             self._count_finished(job, "fail")
             self._remove(job)
             return
+        if self.draining and job.stored is not None:
+            self._leave_in_store(job)
+            return
         job.numerator = job.denominator = b"0"
         if self.observer is not None:
             self.observer.requeued(job)
@@ -756,6 +924,8 @@ class Scheduler:
             self._ignore(job)
 
     def _ignore(self, job: Job) -> None:
+        if not job.ignore:
+            self.ignored += 1
         job.ignore = True
         # Like gearmand, an ignored job no longer counts as persistently queued.
         job.queued_flag = False
@@ -763,6 +933,26 @@ class Scheduler:
         if stored is not None:
             job.stored = None
             self._notify_done(stored)
+
+    def drain(self) -> int:
+        """Start draining for shutdown: refuse submits, give queued durable jobs back.
+
+        Queued and delayed jobs that the store holds stay there for the next start
+        (``withdraw_stored``), and so do those that come back later (a worker that
+        leaves, an add that completes); foreground jobs and jobs the store does not
+        hold still run.  Returns how many jobs were left in the store so far.
+        """
+        self.draining = True
+        if self.store_done is not None:
+            self.left_in_store += self.withdraw_stored()
+        return self.left_in_store
+
+    def _leave_in_store(self, job: Job) -> None:
+        """Forget a durable job here without deleting it from the store."""
+        job.stored = None
+        self._fail_clients(job)
+        self._remove(job)
+        self.left_in_store += 1
 
     def withdraw_stored(self) -> int:
         """Give up every queued stored job without touching the store (cluster fencing).
@@ -825,7 +1015,8 @@ class Scheduler:
         f = self._add_ability(peer, args[0])
         ms = atoi(args[1])
         if ms > 0:
-            peer.timeouts[f] = ms
+            # Bounded so that the timer's delay stays a sane number (~24.8 days).
+            peer.timeouts[f] = min(ms, MAX_TIMEOUT_MS)
         else:
             peer.timeouts.pop(f, None)
 
@@ -858,6 +1049,8 @@ class Scheduler:
         for f in peer.abilities:
             if f in gone:
                 f.workers -= 1
+                if not f.workers and not f.total:
+                    self._idle[f] = False
             else:
                 kept.append(f)
         peer.abilities = kept
@@ -1095,13 +1288,33 @@ class Scheduler:
         )
 
     def find_unique(self, unique: bytes) -> Job | None:
-        """The first live job with this unique id, in any function."""
-        uniques = self.uniques
-        for name in self.functions:
-            job = uniques.get((name, unique))
-            if job is not None:
-                return job
-        return None
+        """The oldest job with this unique id, in any function (one dict lookup: a
+        scan of every function would let GET_STATUS_UNIQUE stall the server)."""
+        entry = self._by_unique.get(unique)
+        if isinstance(entry, list):
+            return entry[0]
+        return entry
+
+    def _index_unique(self, unique: bytes, job: Job) -> None:
+        index = self._by_unique
+        entry = index.get(unique)
+        if entry is None:
+            index[unique] = job
+        elif isinstance(entry, list):
+            entry.append(job)
+        else:
+            # The same unique in a second function: rare, so a list only then.
+            index[unique] = [entry, job]
+
+    def _unindex_unique(self, unique: bytes, job: Job) -> None:
+        index = self._by_unique
+        entry = index.get(unique)
+        if entry is job:
+            del index[unique]
+        elif isinstance(entry, list) and job in entry:
+            entry.remove(job)
+            if len(entry) == 1:
+                index[unique] = entry[0]
 
     def get_status_unique(self, peer: Peer, args: Args) -> None:
         unique = args[0]
@@ -1175,6 +1388,11 @@ class Scheduler:
         """Jobs that exist (queued, running, delayed, pending)."""
         return len(self.handles)
 
+    def wanted_count(self) -> int:
+        """Jobs somebody still waits for: all but the ignored ones (a drain waits for
+        these; an ignored job only waits to be reaped)."""
+        return len(self.handles) - self.ignored
+
     def stored_record(self, job: Job) -> StoredJob:
         """The record a store keeps for a new background job."""
         return StoredJob(
@@ -1197,4 +1415,5 @@ __all__ = [
     "Stats",
     "Timers",
     "atoi",
+    "strtoll",
 ]

@@ -96,6 +96,11 @@ class JobEvents:
             h = table[function] = Histogram()
         return h
 
+    def forgotten(self, function: bytes) -> None:
+        """The scheduler forgot an idle function: its histograms go too."""
+        for table in (self.wait, self.run, self.store_commit):
+            table.pop(function, None)
+
     def created(self, job: Job) -> None:
         job.created = self.clock()
         if logger.isEnabledFor(logging.DEBUG):

@@ -2,8 +2,10 @@
 
 ``start()`` opens the store, replays its background jobs into the scheduler, then opens
 the listeners and returns the bound addresses (port 0 works).  ``shutdown(graceful)``
-closes the listeners; a graceful one then waits until no job is left before closing
-the connections; both close the store.  Signal handling is the CLI's business.
+closes the listeners and the connections and then the store; a graceful one drains
+first (``_drain``): submits are refused, durable queued jobs stay in the store for the
+next start, and the server waits for running and foreground jobs until
+``drain_timeout``.  Signal handling is the CLI's business.
 """
 
 from __future__ import annotations
@@ -128,9 +130,11 @@ class GearmanServer:
             handle_prefix=cfg.handle_prefix.encode(),
             job_retries=cfg.job_retries,
             worker_wakeup=cfg.worker_wakeup,
+            wakeup_delay=cfg.worker_wakeup_delay,
             exceptions=cfg.exceptions,
             store_done=self.store_done if self.persistent else None,
         )
+        self.store.held_jobs = self.held_records
         self._install_ops()
         # Names this node and logs the store in use; the store joins its cluster in open().
         self.cluster = prepare_cluster(self)
@@ -241,17 +245,15 @@ class GearmanServer:
             self._cut_short.set()
 
     async def shutdown(self, graceful: bool = False) -> None:
-        """Stop listening; if ``graceful``, wait until no job is left; close everything."""
+        """Stop: if ``graceful``, drain first (``_drain``); close listeners, connections
+        and the store."""
+        if graceful:
+            await self._drain()
         for listener in self._listeners:
             listener.close()
         if self.http is not None:
             http, self.http = self.http, None
             await http.close()
-        if graceful:
-            logger.info("graceful shutdown: waiting for %d jobs", self.scheduler.job_count())
-            while self.scheduler.job_count() and not self._closing:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._cut_short.wait(), _DRAIN_POLL)
         self._closing = True
         self._close_all()
         for listener in self._listeners:
@@ -271,6 +273,71 @@ class GearmanServer:
             logger.exception("closing the store failed")
         if self._stopped is not None:
             self._stopped.set()
+
+    async def _drain(self) -> None:
+        """Wind down before a graceful stop, bounded by ``config.drain_timeout``.
+
+        The listeners stay open, so workers can still connect (or reconnect) and
+        finish what runs; every submit is refused with ERROR SHUTDOWN_GRACEFUL.  Durable
+        queued jobs are not handed out any more: they stay in the store for the next
+        start.  The drain ends when no job is left here (running, foreground, or not in
+        a durable store), at the deadline, or when an immediate shutdown cuts it short;
+        a summary of what was left behind is logged.
+        """
+        sched = self.scheduler
+        loop = self.loop
+        started = loop.time()
+        timeout = self.config.drain_timeout
+        sched.drain()
+        sched.flush()
+        logger.warning(
+            "draining for shutdown%s: submits refused, %d queued durable jobs left in the"
+            " store, waiting for %d jobs",
+            f" (at most {timeout:g}s)" if timeout > 0 else "",
+            sched.left_in_store,
+            sched.wanted_count(),
+        )
+        deadline = started + timeout if timeout > 0 else None
+        while sched.wanted_count() and not self._closing:
+            wait = _DRAIN_POLL
+            if deadline is not None:
+                wait = min(wait, deadline - loop.time())
+                if wait <= 0:
+                    break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._cut_short.wait(), wait)
+        self._log_drain_result(loop.time() - started)
+
+    def _log_drain_result(self, elapsed: float) -> None:
+        """Say what the drain leaves behind: durable jobs stay, the others are lost."""
+        sched = self.scheduler
+        running = durable = 0
+        for job in sched.handles.values():
+            if job.ignore:
+                continue
+            if job.worker is not None:
+                running += 1
+            if job.stored is not None or job.pending:
+                durable += 1
+        left = sched.wanted_count()
+        if not left:
+            logger.warning(
+                "drained in %.1fs; %d durable jobs stay in the store for the next start",
+                elapsed,
+                sched.left_in_store,
+            )
+            return
+        logger.warning(
+            "drain stopped after %.1fs with %d jobs left (%d running): %d are in the store"
+            " and run after the next start, %d are lost (not durable); %d queued durable"
+            " jobs also stay in the store",
+            elapsed,
+            left,
+            running,
+            durable,
+            left - durable,
+            sched.left_in_store,
+        )
 
     def _close_all(self) -> None:
         for conn in list(self.connections):
@@ -323,6 +390,15 @@ class GearmanServer:
     def store_done(self, stored: StoredJob) -> None:
         self.spawn(self._done(stored))
 
+    def held_records(self) -> list[StoredJob]:
+        """The store records of every job held here (queued, delayed or running).
+
+        A store whose backend came back without what it had committed (a SQLite file
+        deleted or replaced) writes these again, and updates their keys, before it
+        takes new jobs: they were acknowledged, so a restart must not lose them.
+        """
+        return [job.stored for job in self.scheduler.handles.values() if job.stored is not None]
+
     async def _done(self, stored: StoredJob) -> None:
         try:
             await self.store.done(stored)
@@ -333,6 +409,9 @@ class GearmanServer:
         """Every ``housekeeping_interval`` seconds: give back what a burst of jobs grew."""
         while True:
             await asyncio.sleep(self.housekeeping_interval)
+            forgotten = self.scheduler.forget_idle()
+            if forgotten:
+                logger.info("forgot %d idle functions", forgotten)
             freed = self.scheduler.compact()
             if freed:
                 logger.info("compacted job tables: %d KiB given back", freed // 1024)
