@@ -120,7 +120,8 @@ def test_mysql_url_and_flags() -> None:
 @pytest.mark.parametrize(
     ("queue", "match"),
     [
-        ("libmemcached", "unknown queue type"),
+        ("nonsense", "unknown queue type"),
+        ("libmemcached", "libmemcached is not supported"),
         ("sqlite:///q.db?table=x;drop", "invalid table"),
         ("sqlite:///q.db?synchronous=sometimes", "synchronous"),
         ("sqlite:///q.db?colour=red", "unknown option"),

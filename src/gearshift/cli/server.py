@@ -23,6 +23,7 @@ from gearshift import __version__
 from gearshift.errors import ConfigError, GearmanError
 from gearshift.server.config import ParsedArgs, ServerConfig, build_parser, parse_args
 from gearshift.server.server import GearmanServer
+from gearshift.store import open_store
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +157,15 @@ def _switch_user(name: str) -> None:
 
 
 def _check_unsupported(cfg: ServerConfig) -> None:
+    """Refuse settings that cannot work, before the server daemonizes or opens anything.
+
+    Raises:
+        ConfigError: one line saying what is wrong (the caller exits with status 2).
+    """
+    # Builds the store without connecting or touching a file: every store setting
+    # that cannot work (a cluster on SQLite/Redis/MySQL, -q libmemcached, a bad URL
+    # option, a missing driver) is a command-line error, not a failure at start.
+    open_store(cfg.queue_type, cfg.queue_options)
     if cfg.protocol is not None and cfg.protocol.lower() != "http":
         raise ConfigError(f"unknown protocol {cfg.protocol!r} (only 'http' exists)")
     if cfg.ssl:

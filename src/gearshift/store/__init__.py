@@ -2,7 +2,10 @@
 
 ``open_store`` turns gearmand's ``-q TYPE`` plus its queue flags, or a URL, into a
 ``Store``.  The drivers for PostgreSQL, Redis and MySQL are optional extras and are
-imported only when such a store is asked for.
+imported only when such a store is asked for.  It neither connects nor touches a file,
+so the server calls it once while checking its command line: a setting that cannot
+work (a cluster on a store that cannot be shared, a queue type gearshift does not
+have) stops the server before it starts, with one line saying why.
 """
 
 from __future__ import annotations
@@ -44,6 +47,41 @@ _DRIVERS = {
 }
 
 _FALSE = ("0", "false", "no", "off")
+
+#: gearmand queue plugins gearshift does not have, and the flags that belong to them.
+_UNSUPPORTED = {
+    "libmemcached": ("libmemcached-servers", "libmemcached-prefix"),
+    "libtokyocabinet": ("libtokyocabinet-file", "libtokyocabinet-optimize"),
+}
+#: gearmand's queue flags, by the ``-q`` type that takes them.  gearmand ignores the
+#: flags of a queue that is not selected, which hides a mistyped ``-q``: gearshift
+#: refuses them.
+_QUEUE_FLAGS = {
+    "libsqlite3": ("libsqlite3-db", "libsqlite3-table"),
+    "Postgres": ("libpq-conninfo", "libpq-table"),
+    "MySQL": (
+        "mysql-host",
+        "mysql-port",
+        "mysql-user",
+        "mysql-password",
+        "mysql-db",
+        "mysql-table",
+    ),
+    "redis": ("redis-server", "redis-port", "redis-password", "redis-prefix"),
+}
+_QUEUE_NAMES = {
+    "libsqlite3": "libsqlite3",
+    "sqlite": "libsqlite3",
+    "sqlite3": "libsqlite3",
+    "postgres": "Postgres",
+    "postgresql": "Postgres",
+    "libpq": "Postgres",
+    "mysql": "MySQL",
+    "redis": "redis",
+}
+#: Cluster settings, as flags (``--cluster-name``) and as URL parameters (``?cluster=``).
+_CLUSTER_FLAGS = ("cluster-name", "cluster-lease", "cluster-heartbeat", "cluster-node")
+_CLUSTER_PARAMS = ("cluster", "lease", "heartbeat", "node")
 
 
 def _module(kind: str) -> Any:
@@ -88,6 +126,56 @@ def _no_unknown(query: Mapping[str, str], known: set[str], url: str) -> None:
         raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} in queue URL {url!r}")
 
 
+def _refuse_unsupported(lower: str, options: Mapping[str, str]) -> None:
+    """ConfigError for gearmand's memcached and Tokyo Cabinet queues and their flags."""
+    for plugin, flags in _UNSUPPORTED.items():
+        if lower == plugin:
+            raise ConfigError(
+                f"-q {plugin} is not supported: gearshift has no such queue"
+                " (use libsqlite3, Postgres, MySQL, redis or builtin)"
+            )
+        for flag in flags:
+            if flag in options:
+                raise ConfigError(
+                    f"--{flag} is not supported: gearshift has no {plugin} queue"
+                    " (use libsqlite3, Postgres, MySQL, redis or builtin)"
+                )
+
+
+def _refuse_foreign_flags(queue: str | None, options: Mapping[str, str]) -> None:
+    """ConfigError for the flags of a queue other than the one chosen."""
+    lower = (queue or "").strip().lower()
+    chosen = _QUEUE_NAMES.get(lower)
+    for owner, flags in _QUEUE_FLAGS.items():
+        if owner == chosen:
+            continue
+        for flag in flags:
+            if flag not in options:
+                continue
+            if queue is None:
+                where = "the default queue (SQLite in ./" + DEFAULT_SQLITE_PATH + ")"
+            elif "://" in lower or lower.startswith("unix:"):
+                where = "a --queue URL (its settings go in the URL)"
+            else:
+                where = f"-q {queue.strip()}"
+            raise ConfigError(f"--{flag} is a setting of -q {owner}; it does not apply to {where}")
+
+
+def _refuse_cluster(kind: str, options: Mapping[str, str], query: Mapping[str, str]) -> None:
+    """ConfigError when a store other than PostgreSQL is given cluster settings.
+
+    Ignoring them would be worse than refusing: two servers on one Redis prefix or one
+    SQLite file would both replay, and run, every job.
+    """
+    given = [f"--{flag}" for flag in _CLUSTER_FLAGS if flag in options]
+    given += [f"?{param}=" for param in _CLUSTER_PARAMS if param in query]
+    if given:
+        raise ConfigError(
+            f"{given[0]} needs a PostgreSQL queue (--queue postgresql://...);"
+            f" the {kind} queue cannot be shared as a cluster"
+        )
+
+
 def _sqlite_from_url(url: str, options: Mapping[str, str]) -> Store:
     from gearshift.store.sqlite import SqliteStore
 
@@ -98,6 +186,7 @@ def _sqlite_from_url(url: str, options: Mapping[str, str]) -> Store:
     if not path:
         raise ConfigError(f"sqlite URL {url!r} names no file")
     q = _query(parts)
+    _refuse_cluster("sqlite", options, q)
     _no_unknown(q, {"table", "synchronous", "busy_timeout", "store_on_shutdown"}, url)
     return SqliteStore(
         path,
@@ -150,10 +239,11 @@ def _postgres_from_url(url: str, options: Mapping[str, str]) -> Store:
     return store
 
 
-def _redis_from_url(url: str) -> Store:
-    mod = _module("redis")
+def _redis_from_url(url: str, options: Mapping[str, str]) -> Store:
     parts = urlsplit(url)
     q = _query(parts)
+    _refuse_cluster("redis", options, q)
+    mod = _module("redis")
     prefix = q.pop("prefix", "_gear_")
     query = "&".join(f"{k}={v}" for k, v in q.items())
     store: Store = mod.RedisStore(
@@ -162,10 +252,11 @@ def _redis_from_url(url: str) -> Store:
     return store
 
 
-def _mysql_from_url(url: str) -> Store:
-    mod = _module("mysql")
+def _mysql_from_url(url: str, options: Mapping[str, str]) -> Store:
     parts = urlsplit(url)
     q = _query(parts)
+    _refuse_cluster("mysql", options, q)
+    mod = _module("mysql")
     _no_unknown(q, {"table", "connect_timeout"}, url)
     store: Store = mod.MysqlStore(
         host=parts.hostname or "localhost",
@@ -195,30 +286,36 @@ def open_store(queue: str | None = None, options: Mapping[str, str] | None = Non
         The store, not yet opened (call ``await store.open()``).
 
     Raises:
-        ConfigError: unknown queue type, a bad option, or the driver is not installed.
+        ConfigError: unknown or unsupported queue type, a bad option, cluster settings
+            for a store other than PostgreSQL, or the driver is not installed.
     """
     opts: Mapping[str, str] = options or {}
+    _refuse_unsupported((queue or "").strip().lower(), opts)
+    _refuse_foreign_flags(queue, opts)
     if queue is None:
         from gearshift.store.sqlite import SqliteStore
 
+        _refuse_cluster("sqlite", opts, {})
         return SqliteStore(
             DEFAULT_SQLITE_PATH, store_on_shutdown=_flag(opts, "store-queue-on-shutdown")
         )
     name = queue.strip()
     lower = name.lower()
     if lower in ("builtin", "memory", "none") or lower.startswith("memory:"):
+        _refuse_cluster("memory", opts, _query(urlsplit(name)) if "://" in name else {})
         return MemoryStore()
     if lower.startswith("sqlite:"):
         return _sqlite_from_url(name, opts)
     if lower.startswith(("postgresql:", "postgres:")):
         return _postgres_from_url(name, opts)
     if lower.startswith(("redis:", "rediss:", "unix:")):
-        return _redis_from_url(name)
+        return _redis_from_url(name, opts)
     if lower.startswith(("mysql:", "mariadb:")):
-        return _mysql_from_url(name)
+        return _mysql_from_url(name, opts)
     if lower in ("libsqlite3", "sqlite", "sqlite3"):
         from gearshift.store.sqlite import SqliteStore
 
+        _refuse_cluster("sqlite", opts, {})
         db = opts.get("libsqlite3-db")
         if not db:
             raise ConfigError("-q libsqlite3 needs --libsqlite3-db FILE")
@@ -237,6 +334,7 @@ def open_store(queue: str | None = None, options: Mapping[str, str] | None = Non
         )
         return store
     if lower == "redis":
+        _refuse_cluster("redis", opts, {})
         mod = _module("redis")
         host = opts.get("redis-server") or "127.0.0.1"
         port = _int(opts.get("redis-port") or "6379", "--redis-port")
@@ -249,6 +347,7 @@ def open_store(queue: str | None = None, options: Mapping[str, str] | None = Non
         )
         return store
     if lower == "mysql":
+        _refuse_cluster("mysql", opts, {})
         mod = _module("mysql")
         store = mod.MysqlStore(
             host=opts.get("mysql-host") or "localhost",

@@ -6,6 +6,10 @@ durable), ``done`` when the job completes, fails, is cancelled or is dropped, an
 ``replay`` once at start-up, before the listener opens.  Foreground jobs never reach
 a store.  A store that fails raises ``StoreError``; the server then answers the
 submit with ``ERROR QUEUE_ERROR`` and keeps serving.
+
+A job a store cannot hold (``check_stored``, and each backend's own column limits) is
+refused before it joins a batch, so that one client's bad submit never fails the
+others' jobs.
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ import abc
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, TypeAlias, TypeVar
 
 from gearshift.errors import StoreError
 from gearshift.protocol.packets import Priority
@@ -26,6 +30,12 @@ logger = logging.getLogger(__name__)
 
 #: What a backend makes of a job before batching it (a tuple of column values, ...).
 RowT = TypeVar("RowT")
+
+#: The range of a signed 64-bit integer: the widest ``when_to_run`` column of any store.
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+#: Longest unique a job may have (gearmand's GEARMAN_MAX_UNIQUE_SIZE).
+MAX_UNIQUE_BYTES: Final = 64
 
 
 @dataclass(slots=True)
@@ -64,6 +74,54 @@ class ClusterSettings:
     heartbeat: float = 2.0
 
 
+def check_stored(job: StoredJob) -> None:
+    """Refuse a job no store can hold, before it joins a batch.
+
+    A value a column cannot take fails the whole transaction it is in, so it must be
+    caught here, where it costs only its own submit.  The server checks these fields
+    itself; the store does not rely on that.
+
+    Raises:
+        StoreError: saying which field is wrong and why.
+    """
+    # One expression for the common case: this runs for every durable submit.
+    if (
+        job.function
+        and INT64_MIN <= job.when <= INT64_MAX
+        and 0 <= job.priority <= 2
+        and len(job.unique) <= MAX_UNIQUE_BYTES
+    ):
+        return
+    if not job.function:
+        raise StoreError("a background job needs a function name")
+    if not INT64_MIN <= job.when <= INT64_MAX:
+        raise StoreError(f"epoch time {job.when} does not fit a signed 64-bit integer")
+    if job.priority not in (Priority.HIGH, Priority.NORMAL, Priority.LOW):
+        raise StoreError(f"priority {int(job.priority)} is not 0 (high), 1 (normal) or 2 (low)")
+    if len(job.unique) > MAX_UNIQUE_BYTES:
+        raise StoreError(
+            f"unique of {len(job.unique)} bytes is longer than {MAX_UNIQUE_BYTES} bytes"
+        )
+
+
+def check_when_fits(when: int, bits: int, *, unsigned: bool = False) -> None:
+    """Refuse an epoch time that this store's ``when_to_run`` column cannot hold.
+
+    gearmand creates that column as a 32-bit ``INTEGER`` (PostgreSQL, MySQL).
+
+    Raises:
+        StoreError: naming the value and the column's type.
+    """
+    low, high = (0, 2**bits - 1) if unsigned else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    if not low <= when <= high:
+        kind = f"{'unsigned ' if unsigned else ''}{bits}-bit integer"
+        raise StoreError(f"epoch time {when} does not fit this store's when_to_run column ({kind})")
+
+
+#: Returns the records of every job a server holds that a store acknowledged.
+HeldJobs: TypeAlias = Callable[[], Iterable[StoredJob]]
+
+
 class _Coalesced:
     __slots__ = ()
 
@@ -90,6 +148,11 @@ class Store(abc.ABC):
     persistent: bool = True
     #: Set on a store shared by a cluster of servers (PostgreSQL): its name and ours.
     cluster: ClusterSettings | None = None
+    #: Installed by the server: the records of every job it holds that this store
+    #: acknowledged (queued, delayed or running).  A store whose backend lost what it
+    #: had committed (a SQLite file deleted or replaced) writes them again from this
+    #: before it accepts new jobs; without it they would be gone after a restart.
+    held_jobs: HeldJobs | None = None
 
     @property
     def is_down(self) -> bool:
@@ -160,37 +223,90 @@ class Store(abc.ABC):
 # for the next one, so under load one transaction carries many jobs while an idle store
 # still commits a lone job at once.  At most one commit is in flight at any time.
 #
-# Faults: if ``_commit`` raises, every add of the batch fails with StoreError (the
-# server answers QUEUE_ERROR: nothing is acknowledged that was not stored), the dones
-# are kept and retried, the connection is dropped and a recovery task reconnects with
-# backoff.  While the store is down, adds fail at once instead of queueing up behind
-# connect timeouts.  A commit whose answer was lost may still have been applied; such
-# a job was refused to its client yet may run after a restart (at-least-once, never
-# lost).
+# Bad jobs: ``add`` checks every field (``check_stored``, then the backend's ``_row``
+# with its column limits) before the job joins a batch; a job refused there fails
+# alone.  A batch can still fail because of one row the backend itself refuses (a
+# trigger, a constraint, a value the checks did not foresee).  Then, unless the error
+# says the backend is unwell (``_backend_failed``: connection, timeout, read-only,
+# permissions, disk), the store first probes the backend by committing the batch's
+# deletes alone (``_probe``; an empty write when there are none).  If the probe fails,
+# the backend is down: see below.  If it commits, the deletes are done (exactly once)
+# and the adds are bisected: halves are committed recursively, and only an add whose
+# single-row commit fails is refused, with the backend's reason; every other add is
+# acknowledged.  One bad row in a batch of N costs about 2*log2(N) extra commits.
+#
+# Faults: if the backend fails (the error says so, or the probe fails too), every add
+# of the batch that is not yet committed fails with StoreError (the server answers
+# QUEUE_ERROR: nothing is acknowledged that was not stored), the dones are kept and
+# retried, the connection is dropped and a recovery task reconnects with backoff.
+# While the store is down, adds fail at once instead of queueing up behind connect
+# timeouts.  A commit whose answer was lost may still have been applied; such a job
+# was refused to its client yet may run after a restart (at-least-once, never lost).
+#
+# Lost backend: a backend that comes back without what it had committed (a SQLite
+# file that was deleted or replaced: ``_data_lost``) gets every job the server still
+# holds written again (``Store.held_jobs``), in one transaction, before the store
+# accepts new adds; deletes kept for the lost rows are dropped, since their keys
+# would name other rows in the new backend.
 
 
 @dataclass(slots=True)
 class CommitStats:
     """Counters a group-commit store keeps (tests and benchmarks read them)."""
 
-    #: Transactions (batches) that committed.
+    #: Transactions that committed (batches, probes and parts of isolated batches).
     commits: int = 0
     #: Jobs made durable by ``add``.
     adds: int = 0
     #: Rows removed by ``done``.
     dones: int = 0
-    #: Batches that failed.
+    #: Commits that failed (batches, probes and parts of isolated batches).
     failures: int = 0
     #: Largest number of adds and dones carried by one commit.
     largest_batch: int = 0
+    #: Failed batches whose failure was isolated to some of their rows.
+    isolated: int = 0
+    #: Adds refused alone: their own single-row commit failed in the backend.
+    refused: int = 0
+    #: Jobs written again after the backend lost what it had committed.
+    rewritten: int = 0
+
+
+@dataclass(slots=True)
+class _Add(Generic[RowT]):
+    """One ``add`` waiting for its commit."""
+
+    job: StoredJob
+    row: RowT
+    fut: asyncio.Future[None]
+
+
+class _BackendDown(Exception):
+    """Raised inside the isolation of a batch when the backend itself failed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Rewriting:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "REWRITING"
+
+
+#: The key of a held job while it is being written again into a new backend.
+_REWRITING: Final = _Rewriting()
 
 
 class GroupCommitStore(Store, Generic[RowT]):
     """Base class for stores whose writes go through group commit.
 
     Subclasses implement ``_connect``, ``_disconnect``, ``_row``, ``_commit`` and
-    ``_replay``; this class does the batching, the fault handling and the
-    reconnecting.
+    ``_replay``, and may refine ``_backend_failed``, ``_probe`` and ``_data_lost``;
+    this class does the batching, the isolation of bad rows, the fault handling and
+    the reconnecting.
     """
 
     #: Most adds carried by one transaction (bounds statement size and latency).
@@ -203,7 +319,7 @@ class GroupCommitStore(Store, Generic[RowT]):
 
     def __init__(self) -> None:
         self.stats = CommitStats()
-        self._adds: list[tuple[StoredJob, RowT, asyncio.Future[None]]] = []
+        self._adds: list[_Add[RowT]] = []
         self._dones: list[tuple[object, asyncio.Future[None]]] = []
         # Dones whose commit failed: retried with the next batch that commits.
         self._retry_dones: list[object] = []
@@ -227,7 +343,13 @@ class GroupCommitStore(Store, Generic[RowT]):
 
     @abc.abstractmethod
     def _row(self, job: StoredJob) -> RowT:
-        """Encode ``job`` for the backend; StoreError if it cannot be stored."""
+        """Encode ``job`` for the backend.
+
+        Called after ``check_stored``; checks what this backend's columns cannot hold.
+
+        Raises:
+            StoreError: the job cannot be stored here (the text says why).
+        """
 
     @abc.abstractmethod
     async def _commit(self, rows: list[RowT], dones: list[object]) -> list[object]:
@@ -240,6 +362,34 @@ class GroupCommitStore(Store, Generic[RowT]):
     @abc.abstractmethod
     def _replay(self) -> AsyncIterator[StoredJob]:
         """Yield the stored jobs, oldest first, with ``key`` set (driver errors may escape)."""
+
+    def _backend_failed(self, exc: Exception) -> bool:
+        """Does ``exc``, raised by a commit, say that the backend itself is unwell?
+
+        True for errors no single row can cause (connection lost, timeout, read-only,
+        no permission, disk full): the store is then marked down at once.  False means
+        "maybe one row": the store probes the backend and isolates the bad rows.
+        Backends add their own drivers' errors.
+        """
+        return isinstance(exc, (StoreError, OSError))
+
+    async def _probe(self, dones: list[object]) -> None:
+        """Commit ``dones`` alone, to tell a bad row from a backend that takes no writes.
+
+        Must write (or be refused as a write would be) even when ``dones`` is empty.
+        """
+        await self._commit([], dones)
+
+    def _data_lost(self) -> bool:
+        """After a reconnect: is the backend a new one, without the rows committed before?
+
+        Only a store that can tell (SQLite: the file at the path is not the one that
+        was open) says True; the jobs the server holds are then written again.
+        """
+        return False
+
+    def _data_restored(self) -> None:  # noqa: B027 - optional hook
+        """The jobs the server holds are now in the new backend: it is the one to keep."""
 
     # -- the Store contract ----------------------------------------------------------
 
@@ -263,17 +413,30 @@ class GroupCommitStore(Store, Generic[RowT]):
         """Store ``job``; returns once the transaction carrying it has committed.
 
         Raises:
-            StoreError: the store is closed or down, or the commit failed.
+            StoreError: the store is closed or down, the job cannot be stored here
+                (``check_stored``, the backend's column limits), or its commit failed.
         """
         if self._closed or not self._opened:
             raise StoreError(f"{self.describe()}: store is not open")
         if self._down is not None:
             raise StoreError(f"{self.describe()} is unavailable: {self._down}")
-        row = self._row(job)
+        row = self.encode(job)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._adds.append((job, row, fut))
+        self._adds.append(_Add(job, row, fut))
         self._kick()
         await fut
+
+    def encode(self, job: StoredJob) -> RowT:
+        """Check ``job`` against every limit of this store and encode it as a row.
+
+        Raises:
+            StoreError: "<store>: job not stored: <what is wrong>".
+        """
+        try:
+            check_stored(job)
+            return self._row(job)
+        except StoreError as exc:
+            raise StoreError(f"{self.describe()}: job not stored: {exc}") from None
 
     async def done(self, job: StoredJob) -> None:
         """Delete ``job``'s row; returns once that is committed or queued for retry.
@@ -285,6 +448,9 @@ class GroupCommitStore(Store, Generic[RowT]):
             return
         key = job.key
         job.key = None
+        if key is _REWRITING:
+            # Being written again into a new backend: the rewrite deletes it after.
+            return
         if self._down is not None or self._closed:
             self._retry_dones.append(key)
             return
@@ -381,6 +547,10 @@ class GroupCommitStore(Store, Generic[RowT]):
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
 
+    async def _locked_commit(self, rows: list[RowT], dones: list[object]) -> list[object]:
+        async with self._io_lock, asyncio.timeout(self.commit_timeout):
+            return await self._commit(rows, dones)
+
     async def _flush_loop(self) -> None:
         while (self._adds or self._dones or self._retry_dones) and self._down is None:
             adds = self._adds[: self.max_batch]
@@ -389,48 +559,148 @@ class GroupCommitStore(Store, Generic[RowT]):
             keys = self._retry_dones + [key for key, _ in dones]
             self._retry_dones = []
             try:
-                async with self._io_lock, asyncio.timeout(self.commit_timeout):
-                    new_keys = await self._commit([row for _, row, _ in adds], keys)
+                new_keys = await self._locked_commit([add.row for add in adds], keys)
             except Exception as exc:
-                reason = _reason(exc)
                 self.stats.failures += 1
-                self._retry_dones.extend(keys)
-                for _, fut in dones:
-                    if not fut.done():
-                        fut.set_result(None)
-                err = f"{self.describe()}: job not stored: {reason}"
-                for _, _, fut in adds + self._adds:
-                    if not fut.done():
-                        fut.set_exception(StoreError(err))
-                self._adds = []
-                # Dones that arrived during the failed commit wait for recovery too.
-                for key, fut in self._dones:
-                    self._retry_dones.append(key)
-                    if not fut.done():
-                        fut.set_result(None)
-                self._dones = []
-                self._mark_down(reason)
-                return
-            self.stats.commits += 1
-            self.stats.adds += len(adds)
-            self.stats.dones += len(keys)
-            self.stats.largest_batch = max(self.stats.largest_batch, len(adds) + len(keys))
-            for (job, _, fut), key in zip(adds, new_keys, strict=True):
-                if isinstance(key, StoreError):
-                    # Refused alone (a clustered store whose lease is gone).
-                    self.stats.adds -= 1
-                    if not fut.done():
-                        fut.set_exception(key)
-                    continue
-                if key is COALESCED:
-                    job.coalesced = True
-                    key = None
-                job.key = key
-                if not fut.done():
-                    fut.set_result(None)
-            for _, fut in dones:
-                if not fut.done():
-                    fut.set_result(None)
+                if not await self._survive(adds, dones, keys, exc):
+                    return
+                continue
+            self._committed(adds, new_keys, len(keys))
+            _resolve(dones)
+
+    async def _survive(
+        self,
+        adds: list[_Add[RowT]],
+        dones: list[tuple[object, asyncio.Future[None]]],
+        keys: list[object],
+        exc: Exception,
+    ) -> bool:
+        """A batch failed: isolate its bad rows if the backend works, else go down.
+
+        Returns:
+            False when the store is now down.
+        """
+        if not adds or self._backend_failed(exc) or not await self._probed(keys):
+            self._go_down(adds, dones, keys, _reason(exc))
+            return False
+        _resolve(dones)  # the probe deleted them
+        self.stats.isolated += 1
+        refused = self.stats.refused
+        try:
+            await self._isolate(adds, exc)
+        except _BackendDown as down:
+            self._go_down(adds, [], [], down.reason)
+            return False
+        logger.info(
+            "queue store %s: a batch of %d jobs failed (%s); the backend works, so the"
+            " failing jobs were isolated: %d refused, the others stored",
+            self.describe(),
+            len(adds),
+            _reason(exc),
+            self.stats.refused - refused,
+        )
+        return True
+
+    async def _probed(self, keys: list[object]) -> bool:
+        """Does the backend take a write (the batch's deletes alone)?  Applies them if so."""
+        try:
+            async with self._io_lock, asyncio.timeout(self.commit_timeout):
+                await self._probe(keys)
+        except Exception as exc:
+            self.stats.failures += 1
+            logger.debug("queue store %s: probe failed: %s", self.describe(), _reason(exc))
+            return False
+        self.stats.commits += 1
+        self.stats.dones += len(keys)
+        return True
+
+    async def _isolate(self, adds: list[_Add[RowT]], error: Exception | None) -> None:
+        """Store what can be stored of ``adds``, a group that holds a row the backend refuses.
+
+        ``error`` is the group's own failure, or None when it was inferred (the other
+        half of its parent committed, so the bad row must be here).  Halves are
+        committed recursively; an add is refused only when its single-row commit
+        failed.
+
+        Raises:
+            _BackendDown: a commit failed in a way that says the backend is unwell.
+        """
+        if len(adds) == 1:
+            if error is None:
+                error = await self._try_commit(adds)
+            if error is not None:
+                self._refuse(adds[0], error)
+            return
+        mid = len(adds) // 2
+        left, right = adds[:mid], adds[mid:]
+        left_error = await self._try_commit(left)
+        if left_error is None:
+            await self._isolate(right, None)
+            return
+        await self._isolate(left, left_error)
+        right_error = await self._try_commit(right)
+        if right_error is not None:
+            await self._isolate(right, right_error)
+
+    async def _try_commit(self, adds: list[_Add[RowT]]) -> Exception | None:
+        """Commit ``adds`` alone; None if they are stored, else the backend's error."""
+        try:
+            new_keys = await self._locked_commit([add.row for add in adds], [])
+        except Exception as exc:
+            self.stats.failures += 1
+            if self._backend_failed(exc):
+                raise _BackendDown(_reason(exc)) from exc
+            return exc
+        self._committed(adds, new_keys, 0)
+        return None
+
+    def _committed(self, adds: list[_Add[RowT]], new_keys: list[object], dones: int) -> None:
+        """A commit carrying ``adds`` and ``dones`` deletes succeeded: resolve the adds."""
+        self.stats.commits += 1
+        self.stats.adds += len(adds)
+        self.stats.dones += dones
+        self.stats.largest_batch = max(self.stats.largest_batch, len(adds) + dones)
+        for add, key in zip(adds, new_keys, strict=True):
+            if isinstance(key, StoreError):
+                # Refused alone (a clustered store whose lease is gone).
+                self.stats.adds -= 1
+                if not add.fut.done():
+                    add.fut.set_exception(key)
+                continue
+            if key is COALESCED:
+                add.job.coalesced = True
+                key = None
+            add.job.key = key
+            if not add.fut.done():
+                add.fut.set_result(None)
+
+    def _refuse(self, add: _Add[RowT], error: Exception) -> None:
+        self.stats.refused += 1
+        if not add.fut.done():
+            add.fut.set_exception(
+                StoreError(f"{self.describe()}: job not stored: {_reason(error)}")
+            )
+
+    def _go_down(
+        self,
+        adds: list[_Add[RowT]],
+        dones: list[tuple[object, asyncio.Future[None]]],
+        keys: list[object],
+        reason: str,
+    ) -> None:
+        """The backend failed: refuse every add not yet stored, keep the deletes, recover."""
+        self._retry_dones.extend(keys)
+        _resolve(dones)
+        text = f"{self.describe()}: job not stored: {reason}"
+        for add in adds + self._adds:
+            if not add.fut.done():
+                add.fut.set_exception(StoreError(text))
+        self._adds = []
+        # Dones that arrived during the failed commit wait for recovery too.
+        self._retry_dones.extend(key for key, _ in self._dones)
+        _resolve(self._dones)
+        self._dones = []
+        self._mark_down(reason)
 
     def _mark_down(self, reason: str) -> None:
         if self._down is not None:
@@ -453,6 +723,13 @@ class GroupCommitStore(Store, Generic[RowT]):
             attempts += 1
             try:
                 await self._connect()
+                if self._data_lost():
+                    await self._rewrite_held()
+                else:
+                    # A backend that connects but takes no writes (read-only) is
+                    # still down: back only once a write goes through.
+                    async with asyncio.timeout(self.commit_timeout):
+                        await self._probe([])
             except Exception as exc:
                 logger.debug("queue store %s still down: %s", self.describe(), _reason(exc))
                 await self._disconnect()
@@ -472,11 +749,59 @@ class GroupCommitStore(Store, Generic[RowT]):
         if self._retry_dones or self._adds or self._dones:
             self._kick()
 
+    async def _rewrite_held(self) -> None:
+        """The backend lost what it held: write every job the server holds again.
+
+        One transaction, so that a failure leaves nothing half written (the recovery
+        retries the whole).  Kept deletes name rows of the lost backend, which may be
+        other jobs' rows in the new one: they are dropped.  A job that finishes during
+        the write (its key is ``_REWRITING``) is deleted right after.
+        """
+        self._retry_dones.clear()
+        records: list[StoredJob] = []
+        rows: list[RowT] = []
+        for record in self.held_jobs() if self.held_jobs is not None else ():
+            if not self._rewritable(record):
+                continue
+            try:
+                rows.append(self.encode(record))
+            except StoreError as exc:
+                logger.error("queue store %s: cannot write a held job again: %s", self.name, exc)
+                continue
+            record.key = _REWRITING
+            records.append(record)
+        keys = await self._locked_commit(rows, [])
+        for record, key in zip(records, keys, strict=True):
+            if record.key is _REWRITING:
+                record.key = key
+            else:
+                self._retry_dones.append(key)
+        self.stats.rewritten += len(records)
+        self._data_restored()
+        logger.error(
+            "queue store %s: the backend came back without the jobs it held; wrote again"
+            " the %d jobs this server holds",
+            self.describe(),
+            len(records),
+        )
+
+    def _rewritable(self, record: StoredJob) -> bool:
+        """Is ``record`` a row of this store (not one it keeps in memory)?"""
+        return True
+
+
+def _resolve(dones: list[tuple[object, asyncio.Future[None]]]) -> None:
+    for _, fut in dones:
+        if not fut.done():
+            fut.set_result(None)
+
 
 def _reason(exc: BaseException) -> str:
     """A one-line description of a backend exception for logs and QUEUE_ERROR texts."""
     if isinstance(exc, TimeoutError) and not str(exc):
         return "timed out"
     text = " ".join(str(exc).split())
+    if isinstance(exc, StoreError) and text:
+        return text  # already written for people
     name = type(exc).__name__
     return f"{name}: {text}" if text else name

@@ -9,18 +9,24 @@ and 1 (the MySQL 5.x / MariaDB default); under mode 2 rows are inserted one by o
 in one transaction.  gearmand's table has ``unique key (unique_key, function_name)``,
 which makes a second job with the same (often empty) unique fail; it is migrated on
 open.
+
+gearmand's table also has ``VARCHAR`` name columns and ``when_to_run INT`` (32-bit).
+The column types are read at connect and every job is checked against them before it
+joins a batch: outside strict mode MySQL would silently cut a value that is too long,
+and inside it one such value fails the whole batch.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import asyncmy
 
 from gearshift.errors import StoreError
-from gearshift.store.base import GroupCommitStore, StoredJob
+from gearshift.store.base import GroupCommitStore, StoredJob, check_when_fits
 from gearshift.store.sqlite import check_identifier, job_from_row
 
 logger = logging.getLogger(__name__)
@@ -30,6 +36,64 @@ MysqlRow = tuple[bytes, bytes, int, bytes, int]
 
 _REPLAY_CHUNK = 1000
 _STATEMENT_BYTES = 4 << 20
+_INT_BITS = {"tinyint": 8, "smallint": 16, "mediumint": 24, "int": 32, "bigint": 64}
+#: Server error numbers that say the database is unusable, whatever the rows: no such
+#: table or column, no privilege, read-only, full, shutting down, connection killed.
+#: (Client errors 2000-2999, such as a lost connection, count too.)
+_BACKEND_ERRNOS = frozenset(
+    {1021, 1036, 1040, 1044, 1045, 1053, 1054, 1114, 1142, 1143, 1146, 1290, 1792, 1836, 1927}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """What a text or binary column can hold, as information_schema describes it."""
+
+    name: str
+    #: Longest value, in characters (bytes for binary columns); None = no limit known.
+    max_chars: int | None
+    #: Longest value in bytes; None = no limit known.
+    max_bytes: int | None
+    #: The column's character set; None for binary columns.
+    charset: str | None
+
+    def check(self, value: bytes, what: str) -> None:
+        """Refuse ``value`` if this column would reject it or cut it short.
+
+        Raises:
+            StoreError: saying what does not fit.
+        """
+        chars = len(value)
+        if self.charset is not None and self.charset.startswith("utf8"):
+            try:
+                text = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise StoreError(
+                    f"the {what} is not UTF-8, which this store's {self.name} column"
+                    f" ({self.charset}) cannot hold"
+                ) from None
+            if self.charset in ("utf8", "utf8mb3") and any(ord(c) > 0xFFFF for c in text):
+                raise StoreError(
+                    f"the {what} has characters outside the BMP, which this store's"
+                    f" {self.name} column ({self.charset}) cannot hold"
+                )
+            chars = len(text)
+        elif self.charset == "ascii" and not value.isascii():
+            raise StoreError(
+                f"the {what} is not ASCII, which this store's {self.name} column cannot hold"
+            )
+        elif self.charset not in (None, "latin1", "ascii", "binary"):
+            chars = 0  # another character set: only the byte limit is checked
+        if self.max_chars is not None and chars > self.max_chars:
+            raise StoreError(
+                f"the {what} is {chars} {'bytes' if self.charset is None else 'characters'}"
+                f" long; this store's {self.name} column takes at most {self.max_chars}"
+            )
+        if self.max_bytes is not None and len(value) > self.max_bytes:
+            raise StoreError(
+                f"the {what} is {len(value)} bytes long; this store's {self.name} column"
+                f" takes at most {self.max_bytes}"
+            )
 
 
 class MysqlStore(GroupCommitStore[MysqlRow]):
@@ -66,6 +130,10 @@ class MysqlStore(GroupCommitStore[MysqlRow]):
         self._conn: Any = None
         self._consecutive_ids = True
         self._id_step = 1
+        # Limits of the table's columns, read at connect (gearmand's are narrow).
+        self._columns: dict[str, Column] = {}
+        self._when_bits = 64
+        self._when_unsigned = False
 
     def describe(self) -> str:
         return f"mysql:{self.host}:{self.port}/{self.database or ''} table {self.table}"
@@ -130,7 +198,31 @@ class MysqlStore(GroupCommitStore[MysqlRow]):
                     t,
                     n,
                 )
+            await self._read_limits(cur)
         await conn.commit()
+
+    async def _read_limits(self, cur: Any) -> None:
+        """Note what the name, data and when_to_run columns can hold."""
+        await cur.execute(
+            "SELECT column_name, data_type, column_type, character_maximum_length,"
+            " character_octet_length, character_set_name FROM information_schema.columns"
+            " WHERE table_schema = DATABASE() AND table_name = %s",
+            (self.table,),
+        )
+        columns: dict[str, Column] = {}
+        for name, data_type, column_type, max_chars, max_bytes, charset in await cur.fetchall():
+            name, data_type = str(name).lower(), str(data_type).lower()
+            if name == "when_to_run" and data_type in _INT_BITS:
+                self._when_bits = _INT_BITS[data_type]
+                self._when_unsigned = "unsigned" in str(column_type).lower()
+            elif name in ("unique_key", "function_name", "data"):
+                columns[name] = Column(
+                    name,
+                    None if max_chars is None else int(max_chars),
+                    None if max_bytes is None else int(max_bytes),
+                    None if charset is None else str(charset).lower(),
+                )
+        self._columns = columns
 
     async def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
@@ -141,7 +233,39 @@ class MysqlStore(GroupCommitStore[MysqlRow]):
                 logger.debug("mysql close: %s", exc)
 
     def _row(self, job: StoredJob) -> MysqlRow:
+        if self._when_bits < 64 or self._when_unsigned:
+            check_when_fits(job.when, self._when_bits, unsigned=self._when_unsigned)
+        for name, value, what in (
+            ("unique_key", job.unique, "unique"),
+            ("function_name", job.function, "function name"),
+            ("data", job.data, "data"),
+        ):
+            column = self._columns.get(name)
+            if column is not None:
+                column.check(value, what)
         return (job.unique, job.function, int(job.priority), job.data, int(job.when))
+
+    def _backend_failed(self, exc: Exception) -> bool:
+        if super()._backend_failed(exc):
+            return True
+        if isinstance(exc, asyncmy.errors.InterfaceError):
+            return True  # the connection is closed or broken
+        errno = exc.args[0] if exc.args else None
+        return isinstance(errno, int) and (errno in _BACKEND_ERRNOS or 2000 <= errno < 3000)
+
+    async def _probe(self, dones: list[object]) -> None:
+        """The batch's deletes, then an INSERT of no row: refused as a real one would be
+        (read-only server, no INSERT privilege, missing table), yet it stores nothing."""
+        conn = self._conn
+        if conn is None:
+            raise StoreError("not connected")
+        t = self.table
+        cols = "unique_key, function_name, priority, data, when_to_run"
+        async with conn.cursor() as cur:
+            if dones:
+                marks = ", ".join(["%s"] * len(dones))
+                await cur.execute(f"DELETE FROM {t} WHERE id IN ({marks})", dones)
+            await cur.execute(f"INSERT INTO {t} ({cols}) SELECT {cols} FROM {t} WHERE 1 = 0")
 
     async def _commit(self, rows: list[MysqlRow], dones: list[object]) -> list[object]:
         conn = self._conn
@@ -160,21 +284,28 @@ class MysqlStore(GroupCommitStore[MysqlRow]):
         async with conn.cursor() as cur:
             if explicit:
                 await cur.execute("START TRANSACTION")
-            if dones:
-                marks = ", ".join(["%s"] * len(dones))
-                await cur.execute(f"DELETE FROM {self.table} WHERE id IN ({marks})", dones)
-            for chunk in chunks:
-                values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
-                args = [value for row in chunk for value in row]
-                await cur.execute(
-                    f"INSERT INTO {self.table} (unique_key, function_name, priority, data,"
-                    f" when_to_run) VALUES {values}",
-                    args,
-                )
-                first = int(cur.lastrowid)
-                keys.extend(first + i * self._id_step for i in range(len(chunk)))
-            if explicit:
-                await cur.execute("COMMIT")
+            try:
+                if dones:
+                    marks = ", ".join(["%s"] * len(dones))
+                    await cur.execute(f"DELETE FROM {self.table} WHERE id IN ({marks})", dones)
+                for chunk in chunks:
+                    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
+                    args = [value for row in chunk for value in row]
+                    await cur.execute(
+                        f"INSERT INTO {self.table} (unique_key, function_name, priority, data,"
+                        f" when_to_run) VALUES {values}",
+                        args,
+                    )
+                    first = int(cur.lastrowid)
+                    keys.extend(first + i * self._id_step for i in range(len(chunk)))
+                if explicit:
+                    await cur.execute("COMMIT")
+            except Exception:
+                if explicit:
+                    # The connection may be used again (to isolate a bad row): the
+                    # chunks already inserted must not commit with a later statement.
+                    await _rollback_quietly(cur)
+                raise
         return keys
 
     def _chunks(self, rows: list[MysqlRow]) -> list[list[MysqlRow]]:
@@ -208,3 +339,11 @@ class MysqlStore(GroupCommitStore[MysqlRow]):
             for row in rows:
                 last = int(row[0])
                 yield job_from_row((last, *row[1:]))
+
+
+async def _rollback_quietly(cur: Any) -> None:
+    """ROLLBACK; a failure here means the connection is gone, which the caller reports."""
+    try:
+        await cur.execute("ROLLBACK")
+    except Exception as exc:
+        logger.debug("mysql rollback: %s", exc)

@@ -9,7 +9,10 @@ A single statement is its own transaction, and asyncpg keeps it prepared.  Rows 
 their own ``id BIGSERIAL`` key, so equal or empty uniques never collide; a table
 gearmand created (``UNIQUE (unique_key, function_name)``, no id) is migrated on open.
 New tables keep names and uniques as ``bytea`` (exact bytes); a gearmand table keeps
-its ``varchar`` columns, which then need UTF-8 names and uniques.
+its ``varchar`` columns, which then need UTF-8 names and uniques without NUL bytes, no
+longer than the columns, and its ``when_to_run INTEGER``, which holds epoch times up to
+2038 only.  The column types are read at connect and every job is checked against them
+before it joins a batch (a value the column refuses would fail the whole batch).
 
 Cluster mode (``ClusterSettings``; gearshift.server.cluster runs the policy): several
 servers share the table.  Each row carries ``cluster``, ``owner`` (the node that holds
@@ -45,7 +48,13 @@ from typing import Any
 import asyncpg
 
 from gearshift.errors import StoreError
-from gearshift.store.base import COALESCED, ClusterSettings, GroupCommitStore, StoredJob
+from gearshift.store.base import (
+    COALESCED,
+    ClusterSettings,
+    GroupCommitStore,
+    StoredJob,
+    check_when_fits,
+)
 from gearshift.store.sqlite import check_identifier, job_from_row
 
 logger = logging.getLogger(__name__)
@@ -60,6 +69,13 @@ CLAIM_CHUNK = 2000
 CHANNEL = "gearshift_cluster"
 
 _COLUMNS = "id, unique_key, function_name, priority, data, when_to_run"
+#: Bits of the integer types a ``when_to_run`` column may have.
+_INT_BITS = {"smallint": 16, "integer": 32, "bigint": 64}
+#: SQLSTATE classes and codes that say the database is unusable, whatever the rows:
+#: connection (08), resources (53), operator intervention (57), system (58), internal
+#: (XX); a read-only transaction, no privilege, a table or column gone.
+_BACKEND_CLASSES = ("08", "53", "57", "58", "XX")
+_BACKEND_STATES = frozenset({"25006", "42501", "42P01", "42703"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +137,10 @@ class PostgresStore(GroupCommitStore[PgRow]):
         self._listener: Callable[[str], None] | None = None
         self._listening_on: Any = None
         self._text_names = False
+        #: Bits of the when_to_run column (gearmand's is a 32-bit INTEGER).
+        self._when_bits = 64
+        #: Longest unique / function name (characters) a varchar column takes.
+        self._name_limits: dict[str, int | None] = {}
         self._insert_sql = ""
         self._delete_sql = ""
 
@@ -147,13 +167,17 @@ class PostgresStore(GroupCommitStore[PgRow]):
 
     async def _ensure_table(self, conn: Any) -> None:
         t = self.table
-        cols: dict[str, str] = {
-            r["column_name"]: r["data_type"]
-            for r in await conn.fetch(
-                "SELECT column_name, data_type FROM information_schema.columns"
-                " WHERE table_schema = current_schema() AND table_name = $1",
-                t,
-            )
+        info = await conn.fetch(
+            "SELECT column_name, data_type, character_maximum_length"
+            " FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = $1",
+            t,
+        )
+        cols: dict[str, str] = {r["column_name"]: r["data_type"] for r in info}
+        self._name_limits = {
+            r["column_name"]: r["character_maximum_length"]
+            for r in info
+            if r["column_name"] in ("unique_key", "function_name")
         }
         if not cols:
             # Two servers may race to create it; the loser's IF NOT EXISTS is a no-op.
@@ -185,6 +209,7 @@ class PostgresStore(GroupCommitStore[PgRow]):
                 n,
             )
         self._text_names = cols.get("unique_key") != "bytea"
+        self._when_bits = _INT_BITS.get(cols.get("when_to_run", "bigint"), 64)
         name_type = "text" if self._text_names else "bytea"
         when_type = "int" if cols.get("when_to_run") == "integer" else "bigint"
         if self.cluster is not None:
@@ -250,25 +275,48 @@ class PostgresStore(GroupCommitStore[PgRow]):
         )
         return held is not None
 
-    def _name(self, value: bytes, what: str) -> bytes | str:
+    def _name(self, value: bytes, column: str, what: str) -> bytes | str:
+        """``value`` as the column takes it; StoreError if a varchar column cannot."""
         if not self._text_names:
             return value
         try:
-            return value.decode("utf-8")
+            text = value.decode("utf-8")
         except UnicodeDecodeError:
             raise StoreError(
-                f"{self.describe()}: the {what} is not UTF-8, which this gearmand-style"
-                " varchar table cannot hold"
+                f"the {what} is not UTF-8, which this gearmand-style varchar table cannot hold"
             ) from None
+        if "\0" in text:
+            raise StoreError(
+                f"the {what} holds a NUL byte, which this gearmand-style varchar table cannot hold"
+            )
+        limit = self._name_limits.get(column)
+        if limit is not None and len(text) > limit:
+            raise StoreError(
+                f"the {what} has {len(text)} characters; this store's {column} column"
+                f" takes at most {limit}"
+            )
+        return text
 
     def _row(self, job: StoredJob) -> PgRow:
+        if self._when_bits < 64:
+            check_when_fits(job.when, self._when_bits)
         return (
-            self._name(job.unique, "unique"),
-            self._name(job.function, "function name"),
+            self._name(job.unique, "unique_key", "unique"),
+            self._name(job.function, "function_name", "function name"),
             int(job.priority),
             job.data,
             int(job.when),
         )
+
+    def _backend_failed(self, exc: Exception) -> bool:
+        if super()._backend_failed(exc):
+            return True
+        if isinstance(exc, (asyncpg.InterfaceError, asyncpg.PostgresConnectionError)):
+            return True
+        state = getattr(exc, "sqlstate", None)
+        if not isinstance(state, str):
+            return False
+        return state in _BACKEND_STATES or state.startswith(_BACKEND_CLASSES)
 
     async def _commit(self, rows: list[PgRow], dones: list[object]) -> list[object]:
         if self._conn is None:

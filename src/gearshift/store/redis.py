@@ -11,7 +11,12 @@ overwrite each other; epoch jobs are refused).  Such keys left by gearmand are
 replayed too, and deleted when their job is done, so a queue moves over by itself.
 
 A group commit is one Lua script call (one round trip, atomic in Redis) that deletes
-the batch's finished jobs and adds its new ones.  Durability is Redis's own:
+the batch's finished jobs and adds its new ones.  No single row can make it fail:
+every field is stored as a binary-safe string and Redis has no triggers or
+constraints, so a failure (connection, read-only replica, missing ACL permission,
+out of memory) is the backend's and hits the whole batch.  (The generic isolation of
+bad rows in ``GroupCommitStore`` still applies to any error not listed as the
+backend's.)  Durability is Redis's own:
 acknowledged means in Redis's memory; with ``appendonly yes`` and ``appendfsync
 always`` it is on disk too (see docs/stores.md).
 """
@@ -24,6 +29,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -52,6 +58,11 @@ for _ = 1, ndone do
   end
 end
 if nadd == 0 then
+  if ndone == 0 then
+    -- An empty commit probes the backend: a write that a read-only replica or a user
+    -- without write permissions refuses, and that changes nothing.
+    redis.call('INCRBY', p .. ':seq', 0)
+  end
   return 0
 end
 local last = redis.call('INCRBY', p .. ':seq', nadd)
@@ -69,6 +80,22 @@ _UUID_TAIL = re.compile(
     rb"-([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})$"
 )
 _REPLAY_CHUNK = 500
+#: Errors that say Redis is unusable for writes now, whatever the rows.
+_BACKEND_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.AuthenticationError,
+    redis.exceptions.AuthorizationError,
+    redis.exceptions.NoPermissionError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.MasterDownError,
+)
+#: The same, as error codes at the start of a reply.
+_BACKEND_CODES = ("NOPERM", "READONLY", "OOM", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "NOAUTH")
+#: What Redis 7.0 answers when a script calls a command its user may not run.
+_SCRIPT_NOPERM = "can't run this command"
 
 
 class RedisStore(GroupCommitStore[RedisRow]):
@@ -124,6 +151,12 @@ class RedisStore(GroupCommitStore[RedisRow]):
 
     def _row(self, job: StoredJob) -> RedisRow:
         return (job.function, job.unique, job.data, int(job.priority), int(job.when))
+
+    def _backend_failed(self, exc: Exception) -> bool:
+        if super()._backend_failed(exc) or isinstance(exc, _BACKEND_ERRORS):
+            return True
+        text = str(exc)
+        return text.startswith(_BACKEND_CODES) or _SCRIPT_NOPERM in text
 
     async def _commit(self, rows: list[RedisRow], dones: list[object]) -> list[object]:
         if self._client is None or self._script is None:

@@ -13,6 +13,13 @@ disk, and writes go through group commit (see ``GroupCommitStore``): the databas
 in WAL mode with ``synchronous=FULL`` by default, so a commit that returned survives
 a power cut, and one fsync covers every job that arrived while the previous commit
 ran.
+
+SQLite keeps writing a file that was deleted (or replaced by another) while it is
+open, and whatever it writes there is gone at the next start.  So the store holds the
+file it opened and, before each commit, checks that the path still leads to it; if
+not, it refuses the commit ("database file ... was deleted or replaced"), goes down,
+and reconnects once the path can be opened again.  The new file then gets every job
+the server still holds (``Store.held_jobs``) before any new one is accepted.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -41,6 +49,24 @@ SqliteRow = tuple[str | bytes, str | bytes, int, bytes, int]
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
 _REPLAY_CHUNK = 1000
+#: SQLite result codes that say the database itself is unusable, whatever the rows
+#: (locked, read-only, I/O error, corrupt, full, cannot open): no row is to blame.
+_BACKEND_CODES = frozenset(
+    {
+        sqlite3.SQLITE_PERM,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_INTERRUPT,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_NOTADB,
+    }
+)
 
 
 def check_identifier(name: str, what: str = "table") -> str:
@@ -147,6 +173,12 @@ class SqliteStore(GroupCommitStore[SqliteRow]):
         # store_on_shutdown: jobs held in memory until close(), by their key.
         self._held: dict[tuple[str, int], StoredJob] = {}
         self._held_ids = itertools.count(1)
+        # The database file the connection uses, held open so that it can be told
+        # apart from whatever is at the path later (and its inode is not reused).
+        self._fd: int | None = None
+        # The file that holds every job this store acknowledged (the first one opened;
+        # after a loss, the new one once the server's jobs are written into it).
+        self._trusted_fd: int | None = None
 
     def describe(self) -> str:
         return f"sqlite:{self.path} table {self.table} (synchronous={self.synchronous})"
@@ -176,10 +208,47 @@ class SqliteStore(GroupCommitStore[SqliteRow]):
             # per queued job in a 20k-job queue).
             db.execute("PRAGMA cache_size=-256")
             self._ensure_table(db)
+            self._track_file_sync()
         except BaseException:
             db.close()
             raise
         self._db = db
+
+    def _track_file_sync(self) -> None:
+        """Hold the file just opened; note whether it is the one trusted so far."""
+        fd = os.open(self.path, os.O_RDONLY)
+        trusted = self._trusted_fd
+        if trusted is None:
+            self._trusted_fd = self._fd = fd
+        elif _same_file(os.fstat(fd), os.fstat(trusted)):
+            os.close(fd)
+            self._fd = trusted
+        else:
+            self._fd = fd
+
+    def _lost_file_sync(self) -> str | None:
+        """Why the path no longer leads to the open file; None while it does."""
+        if self._fd is None:
+            return None
+        try:
+            on_disk = os.stat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return "was deleted or replaced"
+        except OSError as exc:
+            return f"cannot be checked: {exc.strerror or type(exc).__name__}"
+        if not _same_file(on_disk, os.fstat(self._fd)):
+            return "was deleted or replaced"
+        return None
+
+    def _check_file_sync(self) -> None:
+        """Refuse to commit into a file that is no longer the one at the path.
+
+        Raises:
+            StoreError: the file was deleted or replaced (or the path cannot be read).
+        """
+        problem = self._lost_file_sync()
+        if problem is not None:
+            raise StoreError(f"database file {self.path} {problem}")
 
     def _ensure_table(self, db: sqlite3.Connection) -> None:
         t = self.table
@@ -236,10 +305,53 @@ class SqliteStore(GroupCommitStore[SqliteRow]):
     def _close_sync(self) -> None:
         if self._db is not None:
             db, self._db = self._db, None
+            if self._lost_file_sync() is not None:
+                self._empty_wal_sync(db)
             try:
                 db.close()
             except sqlite3.Error as exc:
                 logger.debug("sqlite %s: close failed: %s", self.path, exc)
+        fd, self._fd = self._fd, None
+        if fd is not None and fd != self._trusted_fd:
+            os.close(fd)
+
+    def _empty_wal_sync(self, db: sqlite3.Connection) -> None:
+        """Empty the WAL of a file that is gone from its path, before closing it.
+
+        SQLite does not checkpoint and delete the WAL of a file that was moved or
+        deleted; left at ``<path>-wal`` it would be replayed into whatever file is at
+        the path next, overwriting that file's pages with the lost file's.
+        """
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            logger.error(
+                "sqlite %s: could not empty the WAL of the lost database file (%s); remove"
+                " %s-wal before using the new file",
+                self.path,
+                exc,
+                self.path,
+            )
+
+    def _backend_failed(self, exc: Exception) -> bool:
+        if super()._backend_failed(exc):
+            return True
+        if isinstance(exc, (sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+            return True  # a closed or misused connection: no row's fault
+        code = getattr(exc, "sqlite_errorcode", None)
+        return isinstance(code, int) and code & 0xFF in _BACKEND_CODES
+
+    def _data_lost(self) -> bool:
+        return self._fd is not None and self._fd != self._trusted_fd
+
+    def _data_restored(self) -> None:
+        old, self._trusted_fd = self._trusted_fd, self._fd
+        if old is not None and old != self._fd:
+            os.close(old)
+
+    def _rewritable(self, record: StoredJob) -> bool:
+        # store_on_shutdown keeps its jobs in memory (tuple keys) until close().
+        return not isinstance(record.key, tuple)
 
     def _row(self, job: StoredJob) -> SqliteRow:
         return (
@@ -257,11 +369,16 @@ class SqliteStore(GroupCommitStore[SqliteRow]):
         db = self._db
         if db is None:
             raise StoreError("database is not open")
+        self._check_file_sync()
         keys: list[object] = []
         db.execute("BEGIN IMMEDIATE")
         try:
             if dones:
                 db.executemany(f"DELETE FROM {self.table} WHERE id=?", [(k,) for k in dones])
+            elif not rows:
+                # An empty commit is a probe (GroupCommitStore._probe): an empty
+                # transaction succeeds even on a read-only file, this write does not.
+                db.execute(f"DELETE FROM {self.table} WHERE id < 0")
             insert = (
                 f"INSERT INTO {self.table} (unique_key, function_name, priority, data,"
                 " when_to_run) VALUES (?, ?, ?, ?, ?)"
@@ -282,6 +399,7 @@ class SqliteStore(GroupCommitStore[SqliteRow]):
 
     async def add(self, job: StoredJob) -> None:
         if self.store_on_shutdown and not self._closed:
+            self.encode(job)  # refused now if it could not be stored at close
             key = ("held", next(self._held_ids))
             job.key = key
             self._held[key] = job
@@ -305,6 +423,36 @@ class SqliteStore(GroupCommitStore[SqliteRow]):
                 last = row[0]
                 yield job_from_row(row)
 
+    async def _rescue_lost_file(self) -> None:
+        """At close, a file that went away unnoticed (no commit since) gets replaced.
+
+        The jobs the server still holds are written to a new file at the path, so that
+        the next start finds them; if that cannot be done, the loss is logged.
+        """
+        problem = await self._call(self._lost_file_sync)
+        if problem is None:
+            return
+        logger.error(
+            "sqlite %s: database file %s; writing the jobs this server holds to a new file",
+            self.path,
+            problem,
+        )
+        try:
+            await self._disconnect()
+            await self._connect()
+            if self._data_lost():
+                await self._rewrite_held()
+        except Exception as exc:
+            held = self.held_jobs() if self.held_jobs is not None else ()
+            logger.error(
+                "sqlite %s: could not write a new database file (%s): %d acknowledged jobs"
+                " will be missing at the next start",
+                self.path,
+                exc,
+                sum(1 for job in held if self._rewritable(job)),
+            )
+            self._down = f"database file {self.path} {problem}"
+
     def _fetch_sync(self, after: int) -> list[tuple[Any, ...]]:
         if self._db is None:
             raise StoreError(f"{self.describe()}: store is not open")
@@ -317,6 +465,8 @@ class SqliteStore(GroupCommitStore[SqliteRow]):
     async def close(self) -> None:
         if self._closed:
             return
+        if self._opened and self._down is None:
+            await self._rescue_lost_file()
         if self.store_on_shutdown and self._held and self._opened and self._down is None:
             jobs = list(self._held.values())
             self._held.clear()
@@ -335,3 +485,10 @@ class SqliteStore(GroupCommitStore[SqliteRow]):
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        fd, self._trusted_fd = self._trusted_fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
