@@ -82,6 +82,13 @@ def test_bad_arguments_are_refused_locally() -> None:
     with pytest.raises(LocalProtocolError):
         proto.submit(b"f", b"", unique=b"u" * 65)
     proto.submit(b"f", b"", unique=b"u" * 64)  # exactly 64 is allowed
+    proto.submit(b"f" * 8191, b"")  # the longest name a server takes
+    with pytest.raises(LocalProtocolError, match="8191"):
+        proto.submit(b"f" * 8192, b"")
+    worker = WorkerProtocol()
+    worker.can_do(b"w" * 8191)
+    with pytest.raises(LocalProtocolError, match="8191"):
+        worker.can_do(b"w" * 8192)
     with pytest.raises(LocalProtocolError):
         proto.get_status(b"H:\0")
     with pytest.raises(LocalProtocolError):

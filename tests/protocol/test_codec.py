@@ -17,7 +17,17 @@ from gearshift.errors import (
 )
 from gearshift.protocol import AdminLine, Decoder, Packet, PacketType, encode_request
 from gearshift.protocol.codec import encode_response
-from gearshift.protocol.packets import ARGC, PACKET_ARGS, REQUEST_TYPES, RESPONSE_TYPES
+from gearshift.protocol.packets import (
+    ARG_LIMIT,
+    ARGC,
+    BODY_LIMIT,
+    HEADER_SIZE,
+    MAX_PACKET_LIMIT,
+    PACKET_ARGS,
+    PAYLOAD_TYPES,
+    REQUEST_TYPES,
+    RESPONSE_TYPES,
+)
 
 UUID = b"d64c1f1c-7e7e-4f6e-9a9b-0123456789a1"
 
@@ -163,3 +173,107 @@ def test_large_packets_encode_the_same_bytes(size: int) -> None:
         encode_response(PacketType.WORK_DATA, b"H:1", payload)
     )
     assert isinstance(packet, Packet) and packet.args == (b"H:1", payload)
+
+
+# ---------------------------------------------------------------- per-type size limits
+
+G = 1 << 30
+NO_PAYLOAD = [t for t in PacketType if t not in PAYLOAD_TYPES]
+
+
+def header(ptype: int, size: int, magic: bytes = b"\0REQ") -> bytes:
+    return magic + struct.pack(">II", ptype, size)
+
+
+def body_of(ptype: PacketType, size: int) -> bytes:
+    """A well-formed body of exactly ``size`` bytes (one-byte leading arguments)."""
+    argc = ARGC[ptype]
+    if argc == 0:
+        return b"x" * size
+    lead = b"1\0" * (argc - 1)
+    return lead + b"x" * (size - len(lead))
+
+
+def test_limit_table_matches_the_packet_layouts() -> None:
+    # Every type with a payload ends in a "data" argument, and only those do.
+    for t in PacketType:
+        assert (t in PAYLOAD_TYPES) == (PACKET_ARGS[t][-1:] == ("data",)), t
+        assert BODY_LIMIT[t] == (MAX_PACKET_LIMIT if t in PAYLOAD_TYPES else ARG_LIMIT), t
+    assert ARG_LIMIT == 8192
+
+
+@pytest.mark.parametrize("ptype", NO_PAYLOAD, ids=lambda t: t.name)
+def test_type_without_payload_is_refused_from_its_header(ptype: PacketType) -> None:
+    # The header alone is enough: nothing of the body has to arrive (or be kept).
+    with pytest.raises(PacketTooLarge, match=f"{ptype.name} body of 8193 bytes exceeds 8192"):
+        Decoder().feed(header(ptype, ARG_LIMIT + 1))
+    with pytest.raises(PacketTooLarge, match=f"{ptype.name} body of {G} bytes"):
+        Decoder().feed(header(ptype, G))
+    # At the limit it is decoded as before.
+    (packet,) = Decoder().feed(header(ptype, ARG_LIMIT) + body_of(ptype, ARG_LIMIT))
+    assert isinstance(packet, Packet) and packet.type == ptype
+
+
+def test_response_without_payload_is_refused_on_the_client_side_too() -> None:
+    d = Decoder(allow_admin=False)
+    with pytest.raises(PacketTooLarge, match="STATUS_RES body"):
+        d.feed(header(PacketType.STATUS_RES, 100_000, b"\0RES"))
+
+
+@pytest.mark.parametrize("ptype", sorted(PAYLOAD_TYPES), ids=lambda t: t.name)
+def test_each_argument_before_a_payload_is_shorter_than_the_limit(ptype: PacketType) -> None:
+    names = PACKET_ARGS[ptype]
+    for i, name in enumerate(names[:-1]):
+        lead = b"a\0" * i
+        # 8191 bytes and its NUL: accepted, and the decoder waits for the payload.
+        ok = Decoder()
+        assert ok.feed(header(ptype, G) + lead + b"f" * (ARG_LIMIT - 1) + b"\0") == []
+        # 8192 bytes without a NUL: refused then, not once the gigabyte is in.
+        bad = Decoder()
+        assert bad.feed(header(ptype, G) + lead + b"f" * (ARG_LIMIT - 1)) == []
+        with pytest.raises(PacketTooLarge, match=f"{ptype.name} of {G} bytes: its {name} "):
+            bad.feed(b"f")
+    # A payload of any size is fine (here 1 MiB, the leading arguments at 8191 bytes).
+    args = [b"f" * (ARG_LIMIT - 1)] * (len(names) - 1) + [b"\0" * (1 << 20)]
+    magic = b"\0REQ" if ptype in REQUEST_TYPES else b"\0RES"
+    packet = encode_request(ptype, *args) if magic == b"\0REQ" else encode_response(ptype, *args)
+    assert Decoder().feed(packet) == [Packet(ptype, tuple(args), magic == b"\0REQ")]
+
+
+def test_argument_limit_in_a_complete_packet() -> None:
+    # Within one feed, a complete packet with a too-long function name is refused too.
+    packet = encode_request(PacketType.SUBMIT_JOB_BG, b"f" * ARG_LIMIT, b"", b"data")
+    with pytest.raises(PacketTooLarge, match="its function argument"):
+        Decoder().feed(packet)
+    ok = encode_request(PacketType.SUBMIT_JOB_BG, b"f" * (ARG_LIMIT - 1), b"", b"data")
+    assert Decoder().feed(ok)[0] == Packet(
+        PacketType.SUBMIT_JOB_BG, (b"f" * (ARG_LIMIT - 1), b"", b"data"), True
+    )
+
+
+def test_leading_arguments_dribbled_byte_by_byte() -> None:
+    # The decoder looks again with every byte while the leading arguments arrive, so a
+    # unique that never ends is refused at its 8192nd byte.
+    d = Decoder()
+    d.feed(header(PacketType.SUBMIT_JOB, G) + b"fn\0")
+    for _ in range(ARG_LIMIT - 1):
+        assert d.feed(b"u") == []
+    assert d.buffered == HEADER_SIZE + 3 + ARG_LIMIT - 1
+    with pytest.raises(PacketTooLarge, match="its unique argument"):
+        d.feed(b"u")
+
+
+def test_large_payload_buffer_follows_the_bytes_received() -> None:
+    # A gigabyte announced and 1 KiB sent: 1 KiB kept, the rest waited for.
+    d = Decoder()
+    start = header(PacketType.SUBMIT_JOB, G) + b"fn\0\0" + b"x" * 1024
+    assert d.feed(start) == []
+    assert d.buffered == len(start)
+
+
+def test_malformed_large_packet_is_still_malformed() -> None:
+    # A body above the limit whose unique lacks its NUL, but ends before 8192 bytes of
+    # it: not too long, malformed (as it would be if it were small).
+    body = b"f" * 8000 + b"\0" + b"u" * 500
+    with pytest.raises(MalformedPacket):
+        Decoder().feed(header(PacketType.SUBMIT_JOB, len(body)) + body)

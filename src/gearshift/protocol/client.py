@@ -34,7 +34,13 @@ from gearshift.errors import (
     server_error,
 )
 from gearshift.protocol.codec import Decoder, Packet, encode_request
-from gearshift.protocol.packets import DEFAULT_MAX_PACKET_SIZE, SUBMIT_TYPES, PacketType, Priority
+from gearshift.protocol.packets import (
+    ARG_LIMIT,
+    DEFAULT_MAX_PACKET_SIZE,
+    SUBMIT_TYPES,
+    PacketType,
+    Priority,
+)
 
 #: Longest unique id gearmand accepts.
 MAX_UNIQUE: Final = 64
@@ -234,6 +240,10 @@ def check_submit(
     _check_arg(unique, "unique")
     if not function:
         raise LocalProtocolError("function name must not be empty")
+    if len(function) >= ARG_LIMIT:
+        raise LocalProtocolError(
+            f"function name of {len(function)} bytes (servers take at most {ARG_LIMIT - 1})"
+        )
     if len(unique) > MAX_UNIQUE:
         raise LocalProtocolError(f"unique id longer than {MAX_UNIQUE} bytes")
     if when is not None and (not background or priority != Priority.NORMAL):

@@ -9,6 +9,11 @@ one is kept, in a ``bytearray``, and it is not parsed again until the bytes its 
 announced have arrived (or, for an admin line, a newline).  Bodies are split on NUL at
 most ``argc - 1`` times so the last argument may contain NULs.
 
+The per-type limits of ``packets`` apply as soon as a header is read: a type without a
+payload may not announce more than ``ARG_LIMIT`` bytes, and the arguments before a
+payload must each end within ``ARG_LIMIT`` bytes, checked as they arrive; a packet
+breaking either is refused (``PacketTooLarge``) without waiting for the rest of it.
+
 Errors are raised as ``RemoteProtocolError`` subclasses; after one the decoder is
 unusable and the caller should close the connection.
 """
@@ -26,6 +31,7 @@ from gearshift.errors import (
     UnknownPacketType,
 )
 from gearshift.protocol.packets import (
+    ARG_LIMIT,
     ARGC,
     DEFAULT_MAX_PACKET_SIZE,
     HEADER_SIZE,
@@ -34,6 +40,7 @@ from gearshift.protocol.packets import (
     REQ,
     RES,
     PacketType,
+    leading_args,
 )
 
 _HEADER: Final = Struct(">4sII")
@@ -120,7 +127,8 @@ class Decoder:
     """Incremental decoder for one direction of one connection.
 
     Args:
-        max_packet_size: the largest body accepted (default 1 GiB, at most 4 GiB - 1).
+        max_packet_size: the largest body accepted (default 1 GiB, at most 4 GiB - 1);
+            whatever it is, types without a payload are held to ``packets.ARG_LIMIT``.
         max_line: the longest admin text line accepted.
         allow_admin: treat a message starting with a non-NUL byte as an admin line
             (a server does; a client reading a binary reply stream does not).
@@ -205,6 +213,14 @@ class Decoder:
                 )
             start = pos + HEADER_SIZE
             stop = start + size
+            if size > ARG_LIMIT:
+                # Only a body this large can break a type's limits (raises if it does).
+                if leading_args(src, ptype, size, start, stop if stop < end else end) is None:
+                    if stop > end:
+                        # The arguments before the payload are still arriving: look
+                        # again at the next byte, not only once the whole body is here.
+                        self._need = end - pos + 1
+                        break
             if stop > end:
                 self._need = HEADER_SIZE + size
                 break

@@ -4,12 +4,18 @@ Every packet is a 12-byte header (magic, type, body length, all big-endian) and 
 body of NUL-separated arguments.  ``PACKET_ARGS`` names the arguments of each type;
 the last one takes the rest of the body, so an opaque ``data`` argument may contain
 NUL bytes.  Nothing else in the codec knows a packet's layout.
+
+The size limits each type's arguments must keep (``ARG_LIMIT``, ``PAYLOAD_TYPES``,
+``BODY_LIMIT``, ``leading_args``) are here too, in one place for every reader: the
+server's and ``codec.Decoder``.
 """
 
 from __future__ import annotations
 
 import enum
 from typing import Final
+
+from gearshift.errors import PacketTooLarge
 
 REQ: Final = b"\0REQ"
 RES: Final = b"\0RES"
@@ -136,6 +142,100 @@ PACKET_ARGS: Final[dict[PacketType, tuple[str, ...]]] = {
 
 #: Number of arguments per type number, indexed by the raw integer (0 unused).
 ARGC: Final[tuple[int, ...]] = (0, *(len(PACKET_ARGS[PacketType(i)]) for i in range(1, 43)))
+
+#: The longest body of a packet without a payload, and one more than the longest
+#: argument before a payload.  gearmand reads each connection into an 8 KiB buffer and
+#: parses arguments in place: a body (of a type without a payload) or an argument
+#: (before a payload) that does not fit is never completed, and gearmand drops the
+#: connection.  Measured against gearmand 1.1.20: CAN_DO, SET_CLIENT_ID and OPTION_REQ
+#: are served with an 8192-byte body and dropped at 8193; SUBMIT_JOB_BG is accepted
+#: with an 8191-byte function name and dropped at 8192.  A reader that enforces this as
+#: soon as a header arrives never reserves memory for a size nobody can legitimately
+#: send; only payloads may be large.
+ARG_LIMIT: Final = 8192
+
+#: Types whose last argument is an opaque payload (gearmand's "data" packets): job
+#: arguments, results, echoes.  Only the payload may be large (up to the configured
+#: maximum packet size); each argument before it must be shorter than ``ARG_LIMIT``.
+PAYLOAD_TYPES: Final = frozenset(
+    {
+        PacketType.SUBMIT_JOB,
+        PacketType.JOB_ASSIGN,
+        PacketType.WORK_COMPLETE,
+        PacketType.ECHO_REQ,
+        PacketType.ECHO_RES,
+        PacketType.SUBMIT_JOB_BG,
+        PacketType.SUBMIT_JOB_HIGH,
+        PacketType.WORK_EXCEPTION,
+        PacketType.WORK_DATA,
+        PacketType.WORK_WARNING,
+        PacketType.JOB_ASSIGN_UNIQ,
+        PacketType.SUBMIT_JOB_HIGH_BG,
+        PacketType.SUBMIT_JOB_LOW,
+        PacketType.SUBMIT_JOB_LOW_BG,
+        PacketType.SUBMIT_JOB_SCHED,
+        PacketType.SUBMIT_JOB_EPOCH,
+        PacketType.SUBMIT_REDUCE_JOB,
+        PacketType.SUBMIT_REDUCE_JOB_BACKGROUND,
+        PacketType.JOB_ASSIGN_ALL,
+    }
+)
+
+#: The largest body per type number (0 unused): ``ARG_LIMIT`` for every type without a
+#: payload (handles, function names, options, counters: small by nature), the protocol's
+#: own limit for payload types (the configured maximum packet size applies to those).
+#: Unlike gearmand, which skips the body of a type without arguments (GRAB_JOB, NOOP...),
+#: and accepts a multi-argument type (WORK_STATUS) whose arguments each fit its buffer,
+#: the whole body of every such type is held to ``ARG_LIMIT``: no client sends more.
+BODY_LIMIT: Final[tuple[int, ...]] = (
+    0,
+    *(
+        MAX_PACKET_LIMIT if PacketType(i) in PAYLOAD_TYPES else ARG_LIMIT
+        for i in range(1, MAX_PACKET_TYPE + 1)
+    ),
+)
+
+
+def leading_args(
+    buf: bytes | bytearray, ptype: int, size: int, start: int, end: int
+) -> tuple[list[bytes], int] | None:
+    """Check a body larger than ``ARG_LIMIT`` against its type's limits.
+
+    ``buf[start:end]`` is the part of the body at hand (all of it, or its beginning
+    while it arrives), ``size`` the body length its header announced.  Returns the
+    arguments before the payload and where the payload starts in ``buf``; None while
+    they have not all arrived (or, in a complete body, when one lacks its NUL: the
+    caller's split reports that).
+
+    A reader calls this only for bodies above ``ARG_LIMIT`` (a smaller one cannot
+    break a limit), as soon as the header is there and again as more arrives, so an
+    offender is refused before its body is waited for, let alone stored.
+
+    Raises:
+        PacketTooLarge: the type has no payload and ``size`` exceeds ``ARG_LIMIT``, or
+            an argument before the payload does not end within ``ARG_LIMIT`` bytes.
+    """
+    if size > BODY_LIMIT[ptype]:
+        raise PacketTooLarge(
+            f"{PacketType(ptype).name} body of {size} bytes exceeds {BODY_LIMIT[ptype]}"
+        )
+    heads: list[bytes] = []
+    at = start
+    names = PACKET_ARGS[PacketType(ptype)]
+    for name in names[:-1]:
+        window = at + ARG_LIMIT
+        nul = buf.find(b"\0", at, window if window < end else end)
+        if nul < 0:
+            if window <= end:
+                raise PacketTooLarge(
+                    f"{PacketType(ptype).name} of {size} bytes: its {name} argument is"
+                    f" longer than {ARG_LIMIT - 1} bytes"
+                )
+            return None
+        heads.append(bytes(buf[at:nul]))
+        at = nul + 1
+    return heads, at
+
 
 #: Types a client or worker sends to the server (``\0REQ``).
 REQUEST_TYPES: Final = frozenset(

@@ -28,7 +28,7 @@ from typing import Final
 from gearshift.errors import LocalProtocolError, RemoteProtocolError, ServerError, server_error
 from gearshift.protocol.client import EchoReply, OptionAccepted, RequestFailed, RequestKind
 from gearshift.protocol.codec import Decoder, Packet, encode_request
-from gearshift.protocol.packets import DEFAULT_MAX_PACKET_SIZE, PacketType
+from gearshift.protocol.packets import ARG_LIMIT, DEFAULT_MAX_PACKET_SIZE, PacketType
 
 
 class GrabState(enum.Enum):
@@ -155,6 +155,10 @@ class WorkerProtocol:
         if not function:
             raise LocalProtocolError("function name must not be empty")
         _check(function, "function")
+        if len(function) >= ARG_LIMIT:
+            raise LocalProtocolError(
+                f"function name of {len(function)} bytes (servers take at most {ARG_LIMIT - 1})"
+            )
         if timeout_ms is not None:
             return self._out(PacketType.CAN_DO_TIMEOUT, function, str(int(timeout_ms)).encode())
         return self._out(PacketType.CAN_DO, function)

@@ -4,6 +4,11 @@ A connection is also the scheduler's ``Peer`` (one object per peer, no lookups).
 Packets are parsed in ``data_received`` itself with the codec's table (``ARGC``) and
 limits, rather than through ``codec.Decoder``: on the server's hot path that saves a
 Packet object, a list and a buffer copy per packet.
+
+A header reserves nothing: the per-type limits of ``protocol.packets`` (``BODY_LIMIT``,
+``leading_args``) are checked as soon as it is read, and a large payload's buffer grows
+with the bytes that actually arrive (``_PayloadReceiver``), so a peer that announces a
+gigabyte and sends a few bytes costs a few bytes.
 Everything a ``data_received`` call produces, for this peer and for the peers it
 touches (fan-out, NOOPs), is written once at the end of the batch.
 
@@ -26,13 +31,32 @@ from collections.abc import Callable, Coroutine, Sequence
 from struct import Struct
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from gearshift.errors import StoreError
+from gearshift.errors import PacketTooLarge, StoreError
 from gearshift.protocol.admin import TooManyTokens, split_command
 from gearshift.protocol.codec import AdminLine, Event, Packet
-from gearshift.protocol.packets import ARGC, HEADER_SIZE, MAX_PACKET_TYPE, REQ, RES, PacketType
+from gearshift.protocol.packets import (
+    ARG_LIMIT,
+    ARGC,
+    HEADER_SIZE,
+    MAX_PACKET_TYPE,
+    REQ,
+    RES,
+    PacketType,
+    leading_args,
+)
 from gearshift.server import admin
 from gearshift.server.cluster import admin_later
-from gearshift.server.jobs import ERR_MAGIC, NORMAL, Args, DropPeer, Job, Peer, _error, atoi
+from gearshift.server.jobs import (
+    ERR_BAD_EPOCH,
+    ERR_MAGIC,
+    NORMAL,
+    Args,
+    DropPeer,
+    Job,
+    Peer,
+    _error,
+    strtoll,
+)
 from gearshift.store.base import StoredJob
 
 if TYPE_CHECKING:
@@ -50,27 +74,6 @@ _BG_SUBMITS: Final[dict[int, tuple[int, bool, bool]]] = {
     _T.SUBMIT_REDUCE_JOB_BACKGROUND: (NORMAL, False, True),
 }
 _unpack_header = Struct(">4sII").unpack_from
-#: Packet types whose last argument is an opaque payload the server only queues and
-#: forwards.  A large one is received straight into a buffer of its own size
-#: (``_PayloadReceiver``) and kept as that buffer: no copy in user space.
-_PAYLOAD_LAST: Final = frozenset(
-    {
-        _T.SUBMIT_JOB,
-        _T.SUBMIT_JOB_BG,
-        _T.SUBMIT_JOB_HIGH,
-        _T.SUBMIT_JOB_HIGH_BG,
-        _T.SUBMIT_JOB_LOW,
-        _T.SUBMIT_JOB_LOW_BG,
-        _T.SUBMIT_JOB_EPOCH,
-        _T.SUBMIT_REDUCE_JOB,
-        _T.SUBMIT_REDUCE_JOB_BACKGROUND,
-        _T.WORK_DATA,
-        _T.WORK_WARNING,
-        _T.WORK_COMPLETE,
-        _T.WORK_EXCEPTION,
-        _T.ECHO_REQ,
-    }
-)
 
 
 class _PendingAdd:
@@ -98,8 +101,13 @@ class _PendingReply:
 
 #: The longest admin line, its terminator included (gearmand's buffer size).
 ADMIN_LINE_LIMIT: Final = 8192
-#: Packets larger than this that arrive in pieces get a buffer of their exact size.
+#: Packets larger than this that arrive in pieces get their payload received on its
+#: own (``_PayloadReceiver``) rather than joined in ``rbuf``.  Only payload types can
+#: be this large (``packets.BODY_LIMIT``).
 _BIG_PACKET: Final = 256 * 1024
+#: The least a large payload's buffer grows by once full: it doubles from what has
+#: arrived, so it is never more than twice the bytes received plus this.
+_GROW_FLOOR: Final = 16 * 1024
 #: Above this many bytes queued for one peer, write the pieces without joining them.
 _JOIN_LIMIT: Final = 256 * 1024
 #: Events queued behind a pending store write before reading is paused.
@@ -113,89 +121,124 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _find_uninitialized_bytearray() -> Callable[[int], bytearray]:
-    """``bytearray(n)`` without zero-filling it, where CPython's C API allows.
+def _zero_extend(buf: bytearray, size: int) -> None:
+    """Grow ``buf`` to ``size`` bytes, the new ones zeroed (the portable way)."""
+    buf += bytes(size - len(buf))
 
-    A large payload's buffer is overwritten by the socket before anyone reads it, so
-    clearing it first (a memset of the whole payload) is wasted work.  Uses
-    ``PyByteArray_FromStringAndSize(NULL, n)``; falls back to ``bytearray(n)``.
+
+def _find_resize() -> Callable[[bytearray, int], None]:
+    """Grow a bytearray in place without initialising the new bytes, where CPython's C
+    API allows.
+
+    A payload's buffer is overwritten by the socket before anyone reads it, so zeroing
+    its new part (a memset of everything received, on the event loop) is wasted work.
+    ``PyByteArray_Resize`` is a ``realloc``, which for large blocks on Linux moves page
+    mappings (``mremap``) rather than copying.  Falls back to ``_zero_extend``.
     """
     try:
         import ctypes
 
-        api = ctypes.pythonapi
-        fn = api.PyByteArray_FromStringAndSize
+        fn = ctypes.pythonapi.PyByteArray_Resize
     except (ImportError, AttributeError):  # not CPython, or no ctypes
-        return bytearray
-    fn.restype = ctypes.py_object
-    fn.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
-    probe = fn(None, 16)
-    if type(probe) is not bytearray or len(probe) != 16:
-        return bytearray
-    return cast(Callable[[int], bytearray], lambda size: fn(None, size))
+        return _zero_extend
+    fn.restype = ctypes.c_int
+    fn.argtypes = (ctypes.py_object, ctypes.c_ssize_t)
+    probe = bytearray(b"ab")
+    try:
+        fn(probe, 16)
+    except Exception:  # an interpreter whose C API does not behave as CPython's
+        return _zero_extend
+    if len(probe) != 16 or probe[:2] != b"ab":
+        return _zero_extend
+    return cast(Callable[[bytearray, int], None], fn)
 
 
-_uninitialized_bytearray = _find_uninitialized_bytearray()
-
-
-def _split_heads(
-    buf: bytes | bytearray, start: int, end: int, count: int
-) -> tuple[list[bytes], int] | None:
-    """The ``count`` NUL-terminated arguments in ``buf[start:end]``, and where the next
-    one starts; None if a NUL is missing."""
-    heads: list[bytes] = []
-    at = start
-    for _ in range(count):
-        nul = buf.find(b"\0", at, end)
-        if nul < 0:
-            return None
-        heads.append(bytes(buf[at:nul]))
-        at = nul + 1
-    return heads, at
+_resize = _find_resize()
 
 
 class _PayloadReceiver(asyncio.BufferedProtocol):
-    """Receives the rest of one large payload straight into its final buffer.
+    """Receives the rest of one large payload into its final buffer, grown as it arrives.
 
-    Installed with ``transport.set_protocol`` while a large payload arrives, so the
+    On a plain TCP connection it is installed with ``transport.set_protocol``, so the
     event loop reads from the socket into ``payload`` itself (no intermediate bytes
-    objects, no joining), and asks for exactly the bytes still missing, so nothing
-    after the packet is read into it.  When the payload is complete the connection
-    is reinstalled and runs the packet.
+    objects, no joining).  The buffer holds what has arrived plus room for more: when
+    full it doubles (at least ``_GROW_FLOOR``, never past the payload's end), so
+    memory follows the bytes received, not the size a header announced.  It never
+    offers more room than the bytes still missing, so nothing after the packet is read
+    into it.  Where reads cannot be redirected (TLS) the connection hands it its data
+    with ``feed``.  When the payload is complete the packet runs with the buffer as its
+    last argument (no copy) and the connection reads again itself.
     """
 
-    __slots__ = ("conn", "ptype", "request", "args", "payload", "fill")
+    __slots__ = ("conn", "ptype", "request", "args", "payload", "fill", "size")
 
     def __init__(
-        self, conn: Connection, ptype: int, request: bool, heads: list[bytes], payload: bytearray
+        self,
+        conn: Connection,
+        ptype: int,
+        request: bool,
+        heads: list[bytes],
+        first: bytes | memoryview,
+        size: int,
     ) -> None:
         self.conn = conn
         self.ptype = ptype
         self.request = request
         self.args = heads
-        self.payload = payload
-        self.fill = 0
+        self.payload = bytearray(first)
+        #: Bytes of the payload received; ``len(payload)`` is the room reserved.
+        self.fill = len(self.payload)
+        #: The payload's full length, as announced.
+        self.size = size
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return memoryview(self.payload)[self.fill :]
+        # The event loop has released the previous buffer by now (it holds it until
+        # buffer_updated returns), so this is where the bytearray may be resized.
+        payload = self.payload
+        fill = self.fill
+        if fill == len(payload):
+            room = min(self.size, max(2 * fill, _GROW_FLOOR))
+            try:
+                _resize(payload, room)
+            except BufferError:
+                # Still exported (an event loop keeping a view): continue in a copy.
+                payload = self.payload = bytearray(payload)
+                _resize(payload, room)
+        return memoryview(payload)[fill:]
 
     def buffer_updated(self, nbytes: int) -> None:
         conn = self.conn
         if conn.track_idle:
             conn.last_active = conn.server.loop.time()
         self.fill += nbytes
-        if self.fill < len(self.payload):
+        if self.fill < self.size:
             return
         transport = conn.transport
         if transport is not None:
             transport.set_protocol(conn)
+        self.deliver()
+        if conn.sched.dirty:
+            conn.sched.flush()
+
+    def feed(self, data: bytes) -> int:
+        """Append the start of ``data`` that belongs to the payload (the copying path,
+        for connections whose reads cannot be redirected); returns the bytes used."""
+        n = self.size - self.fill
+        if len(data) <= n:
+            n = len(data)
+            self.payload += data
+        else:
+            self.payload += memoryview(data)[:n]
+        self.fill += n
+        return n
+
+    def deliver(self) -> None:
+        """Run the packet, the complete payload as its last argument."""
         # The scheduler treats the payload as read-only bytes; it converts it with
         # bytes() where it needs a hashable or storable value (Scheduler.submit,
         # Scheduler.stored_record).
         self.args.append(cast(bytes, self.payload))
-        conn.run_packet(self.ptype, self.request, self.args)
-        if conn.sched.dirty:
-            conn.sched.flush()
+        self.conn.run_packet(self.ptype, self.request, self.args)
 
     def pause_writing(self) -> None:
         self.conn.pause_writing()
@@ -226,15 +269,16 @@ class Connection(Peer, asyncio.Protocol):
         "port",
         "rbuf",
         "big",
-        "big_fill",
         "need",
         "max_packet_size",
+        "plain_limit",
         "persistent",
         "track_idle",
     )
 
-    #: Large payloads are received with ``_PayloadReceiver``; TLSConnection keeps the
-    #: copying path (no BufferedProtocol switch under the TLS layer).
+    #: Large payloads are received by ``_PayloadReceiver`` reading the socket itself;
+    #: TLSConnection feeds it from ``data_received`` instead (no BufferedProtocol switch
+    #: under the TLS layer).  The limits and the buffer growth are the same.
     direct = True
 
     def __init__(self, server: GearmanServer) -> None:
@@ -243,11 +287,13 @@ class Connection(Peer, asyncio.Protocol):
         self.sched = server.scheduler
         self.transport: asyncio.Transport | None = None
         self.rbuf = bytearray()
-        #: The buffer of a large packet still arriving, allocated once at its full size.
-        self.big: bytearray | None = None
-        self.big_fill = 0
+        #: The large payload still arriving, on the copying path (``direct`` False).
+        self.big: _PayloadReceiver | None = None
         self.need = 0
         self.max_packet_size = server.config.max_packet_size
+        #: Bodies up to this size need no closer look: no type's limit is below it.
+        #: One compare per packet against it keeps every size check off the hot path.
+        self.plain_limit = min(ARG_LIMIT, self.max_packet_size)
         self.persistent = server.persistent
         self.track_idle = server.config.idle_timeout is not None
         self.backlog: deque[Event] = deque()
@@ -365,17 +411,13 @@ class Connection(Peer, asyncio.Protocol):
             self.last_active = self.server.loop.time()
         big = self.big
         if big is not None:
-            # Filling a large packet's preallocated buffer: no regrowth, no re-joining.
-            fill = self.big_fill
-            n = min(len(data), len(big) - fill)
-            big[fill : fill + n] = memoryview(data)[:n]
-            fill += n
-            if fill < len(big):
-                self.big_fill = fill
+            # A large payload on the copying path: appended to, not re-joined.
+            n = big.feed(data)
+            if big.fill < big.size:
                 return
             self.big = None
             data = data[n:]
-            self._big_packet(big)
+            big.deliver()
             del big
             if self.closed or not data:
                 if self.sched.dirty:
@@ -391,7 +433,7 @@ class Connection(Peer, asyncio.Protocol):
         sched = self.sched
         dispatch = sched.dispatch
         counts = sched.stats.packets
-        max_size = self.max_packet_size
+        plain_limit = self.plain_limit
         pos = 0
         end = len(data)
         while pos < end:
@@ -429,26 +471,26 @@ class Connection(Peer, asyncio.Protocol):
             if not 0 < ptype <= MAX_PACKET_TYPE:
                 self.close(f"unknown packet type {ptype}")
                 break
-            if size > max_size:
-                self.close(f"packet type {ptype} body of {size} bytes exceeds {max_size}")
-                break
             start = pos + HEADER_SIZE
             stop = start + size
-            if stop > end:
-                if stop - pos > _BIG_PACKET:
-                    if (
-                        self.direct
-                        and ptype in _PAYLOAD_LAST
-                        and self._receive_payload(data, start, end, stop, ptype, magic == REQ)
-                    ):
-                        break
-                    big = bytearray(stop - pos)
-                    big[: end - pos] = memoryview(data)[pos:]
-                    self.big = big
-                    self.big_fill = end - pos
-                else:
-                    rbuf += data[pos:]
-                    self.need = stop - pos
+            if size > plain_limit:
+                # Rare: only a body this large can break the configured maximum or its
+                # type's limits, and only one this large is received on its own.
+                max_size = self.max_packet_size
+                if size > max_size:
+                    self.close(f"packet type {ptype} body of {size} bytes exceeds {max_size}")
+                    break
+                try:
+                    split = leading_args(data, ptype, size, start, stop if stop < end else end)
+                except PacketTooLarge as exc:
+                    self.close(str(exc))
+                    break
+                if stop > end:
+                    self._partial_large(data, pos, end, stop, ptype, magic == REQ, split)
+                    break
+            elif stop > end:
+                rbuf += data[pos:]
+                self.need = stop - pos
                 break
             argc = ARGC[ptype]
             if argc == 0:
@@ -485,43 +527,37 @@ class Connection(Peer, asyncio.Protocol):
         if sched.dirty:
             sched.flush()
 
-    def _big_packet(self, buf: bytearray) -> None:
-        """Parse and run one large packet from its own buffer (header already checked).
+    def _partial_large(
+        self,
+        data: bytes,
+        pos: int,
+        end: int,
+        stop: int,
+        ptype: int,
+        request: bool,
+        split: tuple[list[bytes], int] | None,
+    ) -> None:
+        """Keep the unfinished packet ``data[pos:stop]`` (body above ``ARG_LIMIT``) of
+        which ``data[pos:end]`` is here, without reserving more than that.
 
-        Each argument is copied out of ``buf`` exactly once; ``buf`` is then dropped.
+        ``split`` is what ``leading_args`` found: the arguments before the payload and
+        where it starts, or None while they are still arriving (looked at again with the
+        next byte, so one too long is refused then).  A large payload whose arguments
+        are known is received on its own; a smaller packet waits in ``rbuf``.
         """
-        magic, ptype, _ = _unpack_header(buf, 0)
-        argc = ARGC[ptype]
-        split = _split_heads(buf, HEADER_SIZE, len(buf), argc - 1)
-        if split is None:
-            self.close(f"{PacketType(ptype).name} needs {argc} arguments")
+        if split is None or stop - pos <= _BIG_PACKET:
+            self.rbuf += memoryview(data)[pos:end]
+            self.need = end - pos + 1 if split is None else stop - pos
             return
-        args, at = split
-        if argc:
-            with memoryview(buf) as view:
-                args.append(bytes(view[at:]))
-        self.run_packet(ptype, magic == REQ, args)
-
-    def _receive_payload(
-        self, data: bytes, start: int, end: int, stop: int, ptype: int, request: bool
-    ) -> bool:
-        """Start receiving a large payload into its own buffer; False if not possible.
-
-        ``data[start:end]`` is the part of the body that is here, ``stop`` where the
-        body ends.  The arguments before the payload must all be in this part.
-        """
-        transport = self.transport
-        split = _split_heads(data, start, end, ARGC[ptype] - 1)
-        if transport is None or split is None:
-            return False
         heads, at = split
-        payload = _uninitialized_bytearray(stop - at)
-        receiver = _PayloadReceiver(self, ptype, request, heads, payload)
-        if end > at:
-            payload[: end - at] = memoryview(data)[at:end]
-            receiver.fill = end - at
-        transport.set_protocol(receiver)
-        return True
+        receiver = _PayloadReceiver(
+            self, ptype, request, heads, memoryview(data)[at:end], stop - at
+        )
+        transport = self.transport
+        if self.direct and transport is not None:
+            transport.set_protocol(receiver)
+        else:
+            self.big = receiver
 
     def run_packet(self, ptype: int, request: bool, args: list[bytes]) -> None:
         """Run one packet that arrived on its own (a large one)."""
@@ -624,9 +660,14 @@ class Connection(Peer, asyncio.Protocol):
             else:
                 job = sched.submit(self, args[0], args[1], args[4], priority, True, defer=True)
         elif epoch:
-            job = sched.submit(
-                self, args[0], args[1], args[3], priority, True, when=atoi(args[2]), defer=True
-            )
+            when = strtoll(args[2])
+            if when is None:
+                sched.send(self, ERR_BAD_EPOCH)
+                job = None
+            else:
+                job = sched.submit(
+                    self, args[0], args[1], args[3], priority, True, when=when, defer=True
+                )
         else:
             job = sched.submit(self, args[0], args[1], args[2], priority, True, defer=True)
         fifo = self.fifo

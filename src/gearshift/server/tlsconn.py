@@ -19,6 +19,11 @@ class TLSConnection(Connection):
 
     __slots__ = ()
 
+    #: Decrypted bytes arrive through ``data_received`` only, so a large payload is fed
+    #: to its ``_PayloadReceiver`` from there.  Everything that bounds what a peer can
+    #: make the server hold (the per-type limits checked at the header, a payload
+    #: buffer that grows with the bytes received) is ``Connection``'s, and applies here
+    #: unchanged.
     direct = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
