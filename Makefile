@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check bench system-deps venv clean
+.PHONY: run test check bench fuzz system-deps venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,11 @@ check: $(STAMP)
 	$(BIN)/ruff format --check src tests
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy --strict
+
+# A longer seeded fuzzing campaign against a gearshift server (MINUTES=5 by default;
+# SEED=N replays one); `make test` runs a short one.  See docs/robustness.md.
+fuzz: $(STAMP)
+	$(BIN)/python -m tests.hostile.fuzz --minutes $(or $(MINUTES),5) $(if $(SEED),--seed $(SEED))
 
 bench: $(STAMP) system-deps
 	$(BIN)/python -m benchmarks.run
