@@ -73,6 +73,41 @@ def test_no_pass_on_when_the_woken_worker_grabbed() -> None:
     assert noops(ws) == []  # one wakeup per job, never more
 
 
+def test_a_busy_queue_is_not_mistaken_for_a_stuck_worker() -> None:
+    # Jobs wait in the queue under load while their woken workers are on their way:
+    # only a NOOP whose own worker did not grab is passed on.
+    s, clock = make(wakeup_delay=0.05)
+    c = peer(s)
+    a, b, *others = sleeping_workers(s, 5)
+    s.dispatch[T.SUBMIT_JOB_BG](c, (b"f", b"", b"1"))
+    assert noops([a, b, *others]) == [a]
+    clock.advance(0.04)
+    s.dispatch[T.SUBMIT_JOB_BG](c, (b"f", b"", b"2"))
+    assert noops([a, b, *others]) == [b]
+    s.grab_job(a, ())
+    take(a)
+    clock.advance(0.011)  # a's NOOP is checked: a grabbed; job 2 waits, b is on its way
+    assert noops([a, b, *others]) == []
+    s.grab_job(b, ())
+    take(b)
+    clock.advance(1.0)
+    assert noops([a, b, *others]) == []
+
+
+def test_each_stuck_worker_is_replaced_once_whatever_w_is() -> None:
+    s, clock = make(wakeup_delay=0.05, worker_wakeup=2)
+    c = peer(s)
+    ws = sleeping_workers(s, 6)
+    s.dispatch[T.SUBMIT_JOB_BG](c, (b"f", b"", b"x"))
+    assert len(noops(ws)) == 2  # -w 2
+    clock.advance(0.05)
+    assert len(noops(ws)) == 2  # both stuck: one replacement each
+    clock.advance(0.05)
+    assert len(noops(ws)) == 2
+    clock.advance(0.05)
+    assert noops(ws) == []  # nobody left asleep
+
+
 def test_wakeup_delay_zero_keeps_the_old_behaviour() -> None:
     s, clock = make(wakeup_delay=0)
     c = peer(s)
@@ -299,4 +334,4 @@ def test_status_unique_across_functions_and_replacements() -> None:
     take(w)
     take(d)
     assert status_unique(s, d, b"u")[1] == b"0"
-    assert s._by_unique == {}
+    assert s.uniques == {}

@@ -260,7 +260,6 @@ class Function:
         "sleepers",
         "maxqueue",
         "delayed",
-        "wake_check",
         "pinned",
     )
 
@@ -278,8 +277,6 @@ class Function:
         self.maxqueue = [0, 0, 0]
         #: Epoch jobs per priority that are not due yet (they wait in the heap).
         self.delayed = [0, 0, 0]
-        #: A wakeup check is pending (``Scheduler._wake_due``).
-        self.wake_check = False
         #: Created by the admin ``create function``: kept while idle, until dropped.
         self.pinned = False
 
@@ -348,7 +345,9 @@ class Job:
         #: The store's record, while the job is in the persistent queue.
         self.stored: StoredJob | None = None
         self.timer: TimerHandle | None = None
-        self.key: tuple[bytes, ...] | None = None
+        #: (function, payload) for a job with the unique ``-``, its key in
+        #: ``Scheduler.payload_uniques``; None otherwise.
+        self.key: tuple[bytes, bytes] | None = None
         #: Created, waiting for the store to make it durable (not queued yet).
         self.pending = False
         self.alive = True
@@ -417,9 +416,9 @@ class Scheduler:
         self.exceptions = exceptions
         self.store_done = store_done
         self.wakeup_delay = wakeup_delay
-        #: Functions whose NOOPs are checked ``wakeup_delay`` after they went out, in
-        #: due order, with one timer armed for the first.
-        self._wake_checks: deque[tuple[float, Function]] = deque()
+        #: NOOPs to check ``wakeup_delay`` after they went out: (due, worker, its sleep
+        #: cycle, function), in due order, with one timer armed for the first.
+        self._wake_checks: deque[tuple[float, Peer, int, Function]] = deque()
         self._wake_timer: TimerHandle | None = None
         #: Submits are refused (ERR_DRAINING) while the server drains for shutdown, and
         #: durable jobs are not handed out: they stay in the store for the next start.
@@ -432,10 +431,13 @@ class Scheduler:
         self._idle: dict[Function, bool] = {}
         self.functions: dict[bytes, Function] = {}
         self.handles: dict[bytes, Job] = {}
-        self.uniques: dict[tuple[bytes, ...], Job] = {}
-        #: unique -> the job(s) holding it in ``uniques`` (a list only when several
-        #: functions share one), for GET_STATUS_UNIQUE.
-        self._by_unique: dict[bytes, Job | list[Job]] = {}
+        #: unique -> the job submits with that unique coalesce onto; when jobs of
+        #: several functions share a unique (rare), a table function name -> job.  Keyed
+        #: by the unique alone so that GET_STATUS_UNIQUE is one lookup, and a job's key
+        #: is its own ``unique`` bytes (no tuple per job).
+        self.uniques: dict[bytes, Job | dict[bytes, Job]] = {}
+        #: (function, payload) -> job, for the unique ``-`` (coalesce by payload).
+        self.payload_uniques: dict[tuple[bytes, bytes], Job] = {}
         self.peers: dict[Peer, None] = {}
         self.dirty: list[Peer] = []
         self.stats = Stats()
@@ -654,20 +656,25 @@ class Scheduler:
         f = self.functions.get(name)
         if f is None:
             f = self.functions[name] = Function(name)
-        key: tuple[bytes, ...] | None
+        key: tuple[bytes, bytes] | None = None
+        existing: Job | None = None
         if not unique:
-            key = None
+            pass
         elif unique == b"-":
-            # bytes(): a large payload may arrive as a (never mutated) bytearray.
-            key = (name, unique, bytes(data)) if data else None
+            if data:
+                # bytes(): a large payload may arrive as a (never mutated) bytearray.
+                key = (name, bytes(data))
+                existing = self.payload_uniques.get(key)
         else:
-            key = (name, unique)
-        existing = None
-        if key is not None:
-            existing = self.uniques.get(key)
+            entry = self.uniques.get(unique)
+            if isinstance(entry, dict):
+                existing = entry.get(name)
+            elif entry is not None and entry.func is f:
+                existing = entry
+        if existing is not None:
             # An ignored job (its clients left, or cancelled) stays findable by
             # GET_STATUS_UNIQUE until reaped, as in gearmand, but nobody attaches to it.
-            if existing is not None and not existing.ignore:
+            if not existing.ignore:
                 if peer is not None:
                     if not background:
                         existing.clients.append(peer)
@@ -686,11 +693,9 @@ class Scheduler:
         f.total += 1
         self.handles[handle] = job
         if key is not None:
-            self.uniques[key] = job
-            if len(key) == 2:
-                if existing is not None:  # an ignored job this one replaces
-                    self._unindex_unique(unique, existing)
-                self._index_unique(unique, job)
+            self.payload_uniques[key] = job
+        elif unique and unique != b"-":
+            self._index_unique(unique, job)
         submitted = self.stats.submitted
         submitted[name] = submitted.get(name, 0) + 1
         if self.observer is not None:
@@ -785,48 +790,63 @@ class Scheduler:
 
         Waking one worker per job (not all, as gearmand does) is what keeps a thousand
         idle workers cheap; but a woken worker may never grab (hung, busy elsewhere, a
-        forked child that died while its parent holds the socket).  So a woken function
-        is checked again ``wakeup_delay`` later (``_wake_due``) and, if a job is still
-        waiting, the next sleeper is woken.
+        forked child that died while its parent holds the socket).  So every NOOP is
+        checked ``wakeup_delay`` later (``_wake_due``): if its worker has not grabbed
+        since and a job of ``f`` is still waiting, the next sleeper is woken instead.
         """
         sleepers = f.sleepers
-        budget = start = self.worker_wakeup * jobs if self.worker_wakeup > 0 else len(sleepers)
+        self._noop(f, self.worker_wakeup * jobs if self.worker_wakeup > 0 else len(sleepers))
+
+    def _noop(self, f: Function, budget: int) -> None:
+        """NOOP up to ``budget`` sleepers of ``f``, each NOOP checked later."""
+        sleepers = f.sleepers
         noop = NOOP_PACKET
+        check = self.wakeup_delay > 0
+        due = 0.0
         while sleepers and budget > 0:
             peer, seq = sleepers.popleft()
             if peer.sleeping and not peer.noop_sent and peer.sleep_seq == seq and not peer.closed:
                 peer.noop_sent = True
                 self.send(peer, noop)
                 budget -= 1
-        if budget != start and not f.wake_check and self.wakeup_delay > 0:
-            f.wake_check = True
-            self._wake_checks.append((self.clock() + self.wakeup_delay, f))
-            if self._wake_timer is None:
-                self._wake_timer = self.timers.call_later(self.wakeup_delay, self._wake_due)
+                if check:
+                    if not due:
+                        due = self.clock() + self.wakeup_delay
+                        if self._wake_timer is None:
+                            self._wake_timer = self.timers.call_later(
+                                self.wakeup_delay, self._wake_due
+                            )
+                    self._wake_checks.append((due, peer, seq, f))
 
     def _wake_due(self) -> None:
-        """Pass on the wakeups whose jobs are still queued ``wakeup_delay`` later."""
+        """Pass on the wakeups of workers that did not grab within ``wakeup_delay``."""
         self._wake_timer = None
         now = self.clock()
         delay = self.wakeup_delay
         checks = self._wake_checks
         while checks:
-            due, f = checks[0]
+            due, peer, seq, f = checks[0]
             # A wall clock stepped back would make an entry look far in the future.
             if now < due <= now + delay:
                 break
             checks.popleft()
-            f.wake_check = False
-            if f.sleepers and self._has_runnable(f):
-                waiting = sum(map(len, f.queues))
+            if (
+                peer.sleeping
+                and peer.noop_sent
+                and peer.sleep_seq == seq
+                and not peer.closed  # (disconnect passed its wakeup on already)
+                and f.sleepers
+                and self._has_runnable(f)
+            ):
+                # Woken, never grabbed, and the job still waits: the next one, please.
                 logger.debug(
-                    "%d jobs of %r still queued %gs after their wakeup: waking more workers",
-                    waiting,
-                    f.name,
+                    "worker fd %d did not grab %gs after its wakeup: waking another for %r",
+                    peer.fd,
                     delay,
+                    f.name,
                 )
-                self._wake(f, waiting)
-        if checks:
+                self._noop(f, 1)
+        if checks and self._wake_timer is None:
             self._wake_timer = self.timers.call_later(
                 max(checks[0][0] - now, 0.001), self._wake_due
             )
@@ -856,10 +876,11 @@ class Scheduler:
             self._idle[f] = False
         self.handles.pop(job.handle, None)
         key = job.key
-        if key is not None and self.uniques.get(key) is job:
-            del self.uniques[key]
-            if len(key) == 2:
-                self._unindex_unique(key[1], job)
+        if key is not None:
+            if self.payload_uniques.get(key) is job:
+                del self.payload_uniques[key]
+        elif job.unique:
+            self._unindex_unique(job.unique, job)
         worker = job.worker
         if worker is not None:
             f.running -= 1
@@ -1288,33 +1309,37 @@ class Scheduler:
         )
 
     def find_unique(self, unique: bytes) -> Job | None:
-        """The oldest job with this unique id, in any function (one dict lookup: a
-        scan of every function would let GET_STATUS_UNIQUE stall the server)."""
-        entry = self._by_unique.get(unique)
-        if isinstance(entry, list):
-            return entry[0]
+        """The oldest job with this unique id, in any function: one lookup (a scan of
+        every function per GET_STATUS_UNIQUE would let one peer stall the server)."""
+        entry = self.uniques.get(unique)
+        if isinstance(entry, dict):
+            return next(iter(entry.values()))
         return entry
 
     def _index_unique(self, unique: bytes, job: Job) -> None:
-        index = self._by_unique
-        entry = index.get(unique)
-        if entry is None:
-            index[unique] = job
-        elif isinstance(entry, list):
-            entry.append(job)
+        """Make ``job`` the one its function's submits with ``unique`` coalesce onto
+        (replacing an ignored job, if any)."""
+        uniques = self.uniques
+        entry = uniques.get(unique)
+        if isinstance(entry, dict):
+            entry[job.func.name] = job
+        elif entry is None or entry.func is job.func:
+            uniques[unique] = job
         else:
-            # The same unique in a second function: rare, so a list only then.
-            index[unique] = [entry, job]
+            # The same unique in a second function: rare, so a table only then.
+            uniques[unique] = {entry.func.name: entry, job.func.name: job}
 
     def _unindex_unique(self, unique: bytes, job: Job) -> None:
-        index = self._by_unique
-        entry = index.get(unique)
+        uniques = self.uniques
+        entry = uniques.get(unique)
         if entry is job:
-            del index[unique]
-        elif isinstance(entry, list) and job in entry:
-            entry.remove(job)
-            if len(entry) == 1:
-                index[unique] = entry[0]
+            del uniques[unique]
+        elif isinstance(entry, dict):
+            name = job.func.name
+            if entry.get(name) is job:
+                del entry[name]
+                if len(entry) == 1:
+                    uniques[unique] = next(iter(entry.values()))
 
     def get_status_unique(self, peer: Peer, args: Args) -> None:
         unique = args[0]
@@ -1373,7 +1398,7 @@ class Scheduler:
         path.  Returns the bytes of table given back.
         """
         freed = 0
-        for name in ("handles", "uniques", "peers"):
+        for name in ("handles", "uniques", "payload_uniques", "peers"):
             table: dict[object, object] = getattr(self, name)
             size = sys.getsizeof(table)
             if size >= _COMPACT_MIN_BYTES and len(table) * _COMPACT_BYTES_PER_ENTRY < size:
