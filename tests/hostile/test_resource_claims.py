@@ -21,6 +21,7 @@ import struct
 import subprocess
 import threading
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -446,8 +447,10 @@ class _Conn:
     transport = None
     sched = _Sched()
 
-    def __init__(self) -> None:
+    def __init__(self, reserved: int = 0) -> None:
         self.ran: list[tuple[int, bool, list[bytes]]] = []
+        #: The server's reservation budget in use (see ``connection._RESERVE_TOTAL``).
+        self.server = types.SimpleNamespace(payload_reserved=reserved)
 
     def run_packet(self, ptype: int, request: bool, args: list[bytes]) -> None:
         self.ran.append((ptype, request, args))
@@ -458,7 +461,7 @@ def test_payload_buffer_grows_with_what_arrives() -> None:
     # what has arrived plus the floor, and the payload ends up whole, in one buffer.
     from gearshift.server import connection
 
-    conn = _Conn()
+    conn = _Conn(reserved=connection._RESERVE_TOTAL)  # no budget left: grow as it comes
     size = 3 * MIB + 7
     payload = _pattern(size)
     receiver = connection._PayloadReceiver(
@@ -497,3 +500,48 @@ def test_payload_buffer_grows_with_what_arrives() -> None:
     assert held is not None
     assert conn.ran == [(T.SUBMIT_JOB, True, [b"f", b"u", payload])]
     assert len(receiver.payload) == size
+
+
+def test_small_payloads_are_reserved_within_a_server_wide_budget() -> None:
+    # Up to 4 MiB a payload gets its whole (untouched) buffer at once, which saves the
+    # copies of growing it; all such reservations together stay under 64 MiB, and each
+    # is given back when its payload is complete or its peer goes.
+    from gearshift.server import connection
+
+    conn = _Conn()
+    size = 1 * MIB
+    payload = _pattern(size)
+    receivers = []
+    for _ in range(64):
+        receivers.append(
+            connection._PayloadReceiver(
+                conn,  # type: ignore[arg-type]
+                T.SUBMIT_JOB,
+                True,
+                [b"f", b"u"],
+                payload[:10],
+                size,
+            )
+        )
+    assert conn.server.payload_reserved == 64 * MIB
+    assert all(len(r.payload) == size for r in receivers)
+    late = connection._PayloadReceiver(
+        conn,  # type: ignore[arg-type]
+        T.SUBMIT_JOB,
+        True,
+        [b"f", b"u"],
+        payload[:10],
+        size,
+    )
+    assert late.reserved == 0 and len(late.payload) == 10  # over budget: it grows
+    first = receivers[0]
+    view = first.get_buffer(-1)
+    assert len(view) == size - 10
+    view[:] = payload[10:]
+    view.release()
+    first.buffer_updated(size - 10)
+    assert conn.ran == [(T.SUBMIT_JOB, True, [b"f", b"u", payload])]
+    assert conn.server.payload_reserved == 63 * MIB
+    for r in receivers[1:]:
+        r.release()  # what connection_lost does
+    assert conn.server.payload_reserved == 0

@@ -108,6 +108,13 @@ _BIG_PACKET: Final = 256 * 1024
 #: The least a large payload's buffer grows by once full: it doubles from what has
 #: arrived, so it is never more than twice the bytes received plus this.
 _GROW_FLOOR: Final = 16 * 1024
+#: A payload up to this size may get its whole buffer at once (untouched, so no RAM
+#: until the bytes arrive), saving the copies of growing it, as long as all such
+#: reservations together stay under ``_RESERVE_TOTAL``: a peer announcing sizes it
+#: never sends can hold at most that much address space, however many connections it
+#: opens; past it, buffers grow with the bytes received.
+_RESERVE_EACH: Final = 4 * 1024 * 1024
+_RESERVE_TOTAL: Final = 64 * 1024 * 1024
 #: Above this many bytes queued for one peer, write the pieces without joining them.
 _JOIN_LIMIT: Final = 256 * 1024
 #: Events queued behind a pending store write before reading is paused.
@@ -170,7 +177,7 @@ class _PayloadReceiver(asyncio.BufferedProtocol):
     last argument (no copy) and the connection reads again itself.
     """
 
-    __slots__ = ("conn", "ptype", "request", "args", "payload", "fill", "size")
+    __slots__ = ("conn", "ptype", "request", "args", "payload", "fill", "size", "reserved")
 
     def __init__(
         self,
@@ -190,6 +197,14 @@ class _PayloadReceiver(asyncio.BufferedProtocol):
         self.fill = len(self.payload)
         #: The payload's full length, as announced.
         self.size = size
+        #: Bytes of the server's reservation budget this buffer holds (see
+        #: ``_RESERVE_EACH``): all of ``size``, or 0 when the buffer grows instead.
+        self.reserved = 0
+        server = conn.server
+        if size <= _RESERVE_EACH and server.payload_reserved + size <= _RESERVE_TOTAL:
+            server.payload_reserved += size
+            self.reserved = size
+            _resize(self.payload, size)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         # The event loop has released the previous buffer by now (it holds it until
@@ -223,20 +238,28 @@ class _PayloadReceiver(asyncio.BufferedProtocol):
     def feed(self, data: bytes) -> int:
         """Append the start of ``data`` that belongs to the payload (the copying path,
         for connections whose reads cannot be redirected); returns the bytes used."""
-        n = self.size - self.fill
-        if len(data) <= n:
-            n = len(data)
-            self.payload += data
+        fill = self.fill
+        n = min(self.size - fill, len(data))
+        part = data if n == len(data) else memoryview(data)[:n]
+        if self.reserved:
+            self.payload[fill : fill + n] = part
         else:
-            self.payload += memoryview(data)[:n]
-        self.fill += n
+            self.payload += part
+        self.fill = fill + n
         return n
+
+    def release(self) -> None:
+        """Give the reservation back (the payload is complete, or the peer is gone)."""
+        if self.reserved:
+            self.conn.server.payload_reserved -= self.reserved
+            self.reserved = 0
 
     def deliver(self) -> None:
         """Run the packet, the complete payload as its last argument."""
         # The scheduler treats the payload as read-only bytes; it converts it with
         # bytes() where it needs a hashable or storable value (Scheduler.submit,
         # Scheduler.stored_record).
+        self.release()
         self.args.append(cast(bytes, self.payload))
         self.conn.run_packet(self.ptype, self.request, self.args)
 
@@ -250,6 +273,7 @@ class _PayloadReceiver(asyncio.BufferedProtocol):
         return self.conn.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.release()
         self.conn.connection_lost(exc)
 
 
@@ -350,6 +374,9 @@ class Connection(Peer, asyncio.Protocol):
             logger.debug("socket options on fd %d: %s", self.fd, exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.big is not None:
+            self.big.release()
+            self.big = None
         self.server.connections.discard(self)
         self.backlog.clear()
         self.sched.disconnect(self)

@@ -92,6 +92,8 @@ class GearmanServer:
         #: Connections beyond this leave too few descriptors to accept more.
         self.fd_pressure = soft - 32 if soft != resource.RLIM_INFINITY and soft > 64 else 1 << 30
         self.persistent = False
+        #: Bytes of large-payload buffers reserved ahead of their data (connection.py).
+        self.payload_reserved = 0
         # Ops hooks (issue 6): TLS, job timings/debug lines, the HTTP listener.
         self.tls_context: ssl.SSLContext | None = None
         self.job_events: JobEvents | None = None
