@@ -158,27 +158,7 @@ ARG_LIMIT: Final = 8192
 #: arguments, results, echoes.  Only the payload may be large (up to the configured
 #: maximum packet size); each argument before it must be shorter than ``ARG_LIMIT``.
 PAYLOAD_TYPES: Final = frozenset(
-    {
-        PacketType.SUBMIT_JOB,
-        PacketType.JOB_ASSIGN,
-        PacketType.WORK_COMPLETE,
-        PacketType.ECHO_REQ,
-        PacketType.ECHO_RES,
-        PacketType.SUBMIT_JOB_BG,
-        PacketType.SUBMIT_JOB_HIGH,
-        PacketType.WORK_EXCEPTION,
-        PacketType.WORK_DATA,
-        PacketType.WORK_WARNING,
-        PacketType.JOB_ASSIGN_UNIQ,
-        PacketType.SUBMIT_JOB_HIGH_BG,
-        PacketType.SUBMIT_JOB_LOW,
-        PacketType.SUBMIT_JOB_LOW_BG,
-        PacketType.SUBMIT_JOB_SCHED,
-        PacketType.SUBMIT_JOB_EPOCH,
-        PacketType.SUBMIT_REDUCE_JOB,
-        PacketType.SUBMIT_REDUCE_JOB_BACKGROUND,
-        PacketType.JOB_ASSIGN_ALL,
-    }
+    t for t, names in PACKET_ARGS.items() if names and names[-1] == "data"
 )
 
 #: The largest body per type number (0 unused): ``ARG_LIMIT`` for every type without a

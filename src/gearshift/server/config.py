@@ -18,6 +18,7 @@ from typing import Final, NoReturn
 from gearshift.errors import ConfigError
 from gearshift.protocol.packets import DEFAULT_MAX_PACKET_SIZE, MAX_PACKET_LIMIT
 from gearshift.server.access import AccessPolicy
+from gearshift.store import CLUSTER_FLAGS, STORE_FLAGS, UNSUPPORTED_STORE_FLAGS
 
 VERBOSE_LEVELS: Final = (
     "FATAL",
@@ -30,31 +31,12 @@ VERBOSE_LEVELS: Final = (
     "DEBUG",
 )
 
-#: Queue flags collected into ``ServerConfig.queue_options`` (name without dashes).
+#: Queue flags collected into ``ServerConfig.queue_options`` (name without dashes):
+#: gearmand's, per queue type, then gearshift's cluster flags.
 QUEUE_FLAGS: Final = (
-    "libsqlite3-db",
-    "libsqlite3-table",
-    "libpq-conninfo",
-    "libpq-table",
-    "mysql-host",
-    "mysql-port",
-    "mysql-user",
-    "mysql-password",
-    "mysql-db",
-    "mysql-table",
-    "redis-server",
-    "redis-port",
-    "redis-password",
-    "redis-prefix",
-    "libmemcached-servers",
-    "libmemcached-prefix",
-    "libtokyocabinet-file",
-    "libtokyocabinet-optimize",
-    # gearshift: servers sharing a postgresql:// store as a cluster (server/cluster.py).
-    "cluster-name",
-    "cluster-lease",
-    "cluster-heartbeat",
-    "cluster-node",
+    *(flag for flags in STORE_FLAGS.values() for flag in flags),
+    *UNSUPPORTED_STORE_FLAGS,
+    *CLUSTER_FLAGS,
 )
 #: Queue flags that take no value.
 QUEUE_SWITCHES: Final = ("store-queue-on-shutdown",)

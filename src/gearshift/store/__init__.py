@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 from gearshift.errors import ConfigError
@@ -26,7 +26,10 @@ from gearshift.store.base import (
 from gearshift.store.memory import MemoryStore
 
 __all__ = [
+    "CLUSTER_FLAGS",
     "DEFAULT_SQLITE_PATH",
+    "STORE_FLAGS",
+    "UNSUPPORTED_STORE_FLAGS",
     "ClusterSettings",
     "CommitStats",
     "GroupCommitStore",
@@ -49,14 +52,16 @@ _DRIVERS = {
 _FALSE = ("0", "false", "no", "off")
 
 #: gearmand queue plugins gearshift does not have, and the flags that belong to them.
-_UNSUPPORTED = {
+_UNSUPPORTED: Final = {
     "libmemcached": ("libmemcached-servers", "libmemcached-prefix"),
     "libtokyocabinet": ("libtokyocabinet-file", "libtokyocabinet-optimize"),
 }
+#: Their flags: accepted by the command line only to be refused with a clear line.
+UNSUPPORTED_STORE_FLAGS: Final = tuple(f for flags in _UNSUPPORTED.values() for f in flags)
 #: gearmand's queue flags, by the ``-q`` type that takes them.  gearmand ignores the
 #: flags of a queue that is not selected, which hides a mistyped ``-q``: gearshift
 #: refuses them.
-_QUEUE_FLAGS = {
+STORE_FLAGS: Final = {
     "libsqlite3": ("libsqlite3-db", "libsqlite3-table"),
     "Postgres": ("libpq-conninfo", "libpq-table"),
     "MySQL": (
@@ -80,7 +85,7 @@ _QUEUE_NAMES = {
     "redis": "redis",
 }
 #: Cluster settings, as flags (``--cluster-name``) and as URL parameters (``?cluster=``).
-_CLUSTER_FLAGS = ("cluster-name", "cluster-lease", "cluster-heartbeat", "cluster-node")
+CLUSTER_FLAGS: Final = ("cluster-name", "cluster-lease", "cluster-heartbeat", "cluster-node")
 _CLUSTER_PARAMS = ("cluster", "lease", "heartbeat", "node")
 
 
@@ -146,7 +151,7 @@ def _refuse_foreign_flags(queue: str | None, options: Mapping[str, str]) -> None
     """ConfigError for the flags of a queue other than the one chosen."""
     lower = (queue or "").strip().lower()
     chosen = _QUEUE_NAMES.get(lower)
-    for owner, flags in _QUEUE_FLAGS.items():
+    for owner, flags in STORE_FLAGS.items():
         if owner == chosen:
             continue
         for flag in flags:
@@ -167,7 +172,7 @@ def _refuse_cluster(kind: str, options: Mapping[str, str], query: Mapping[str, s
     Ignoring them would be worse than refusing: two servers on one Redis prefix or one
     SQLite file would both replay, and run, every job.
     """
-    given = [f"--{flag}" for flag in _CLUSTER_FLAGS if flag in options]
+    given = [f"--{flag}" for flag in CLUSTER_FLAGS if flag in options]
     given += [f"?{param}=" for param in _CLUSTER_PARAMS if param in query]
     if given:
         raise ConfigError(
