@@ -16,12 +16,12 @@ from gearshift._async.client import (
     WorkWarning,
 )
 from gearshift._async.multiadmin import AsyncMultiAdmin
-from gearshift._async.net import ServerAddress, parse_servers
 from gearshift._async.worker import AsyncWorker, WorkerJob
 from gearshift._sync.admin import AdminClient
 from gearshift._sync.client import Client, Job
 from gearshift._sync.multiadmin import MultiAdmin
 from gearshift._sync.worker import Worker
+from gearshift.addresses import ServerAddress, parse_servers
 from gearshift.errors import (
     ConnectionLost,
     GearmanError,

@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from gearshift.addresses import is_loopback
 from gearshift.errors import ConfigError
 from gearshift.http import gateway, metrics, views
 from gearshift.server import cluster
-from gearshift.server.access import is_loopback
 from gearshift.tls import peer_identity
 
 if TYPE_CHECKING:

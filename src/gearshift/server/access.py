@@ -28,12 +28,12 @@ costs one dict lookup.
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from gearshift.addresses import is_loopback
 from gearshift.errors import ConfigError
 from gearshift.server.throttle import LogThrottle
 
@@ -48,17 +48,6 @@ logger = logging.getLogger(__name__)
 PROTECTED_ADMIN: Final = frozenset({b"shutdown", b"cancel", b"drop", b"maxqueue", b"create"})
 #: Matches every peer, with or without an identity.
 ANYONE: Final = "*"
-
-
-def is_loopback(host: str) -> bool:
-    """True for 127.0.0.0/8, ::1 and IPv4-mapped loopback addresses."""
-    try:
-        addr = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped.is_loopback
-    return addr.is_loopback
 
 
 def _names(value: Any, where: str) -> frozenset[str]:

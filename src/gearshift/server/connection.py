@@ -23,7 +23,6 @@ connections are never held up.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 from collections import deque
@@ -119,13 +118,6 @@ _RESERVE_TOTAL: Final = 64 * 1024 * 1024
 _JOIN_LIMIT: Final = 256 * 1024
 #: Events queued behind a pending store write before reading is paused.
 _BACKLOG_HIGH_WATER: Final = 1024
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
 
 
 def _zero_extend(buf: bytearray, size: int) -> None:

@@ -21,11 +21,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gearshift import __version__
+from gearshift.addresses import is_loopback
 from gearshift.server.access import PeerGate
 from gearshift.server.cluster import ClusterNode
 from gearshift.server.cluster import prepare as prepare_cluster
 from gearshift.server.config import ServerConfig
-from gearshift.server.connection import Connection, is_loopback
+from gearshift.server.connection import Connection
 from gearshift.server.jobs import Peer, Scheduler
 from gearshift.server.observe import JobEvents
 from gearshift.server.throttle import LogThrottle
