@@ -347,7 +347,8 @@ async def _packet(reader: asyncio.StreamReader, within: float) -> tuple[int, byt
 async def health(port: int, within: float = 5.0) -> float:
     """A normal echo, ``status`` and job round trip; returns the round trip's seconds."""
     started = time.monotonic()
-    cr, cw = await asyncio.open_connection("127.0.0.1", port)
+    # A large limit: the fuzzer's own function names make long ``status`` replies.
+    cr, cw = await asyncio.open_connection("127.0.0.1", port, limit=64 * 1024 * 1024)
     wr, ww = await asyncio.open_connection("127.0.0.1", port)
     try:
         cw.write(pack(T.ECHO_REQ, [b"alive"]))

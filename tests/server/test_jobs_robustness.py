@@ -209,7 +209,6 @@ def test_busy_and_configured_functions_are_kept() -> None:
     c, w = peer(s), peer(s)
     s.can_do(w, (b"has_worker",))
     s.dispatch[T.SUBMIT_JOB_BG](c, (b"has_job", b"", b"x"))
-    s.function(b"created").pinned = True  # admin "create function"
     capped = s.function(b"capped")
     capped.maxqueue = [5, 5, 5]
     s.note_idle(capped)
@@ -219,7 +218,7 @@ def test_busy_and_configured_functions_are_kept() -> None:
     s.can_do(w, (b"comes_back",))  # busy again before the second pass
     s.forget_idle()
     s.forget_idle()
-    assert set(s.functions) == {b"has_worker", b"has_job", b"created", b"capped", b"comes_back"}
+    assert set(s.functions) == {b"has_worker", b"has_job", b"capped", b"comes_back"}
 
 
 def test_a_forgotten_function_comes_back_fresh() -> None:

@@ -80,8 +80,9 @@ def execute(sched: Scheduler, host: AdminHost, peer: Peer, tokens: list[bytes]) 
         return text.ERR_UNKNOWN_SHOW_ARGUMENTS
     if name == b"create":
         if argc == 3 and tokens[1].lower() == b"function":
-            # An operator's function stays listed while idle (until dropped).
-            sched.function(tokens[2]).pinned = True
+            # Listed until it has been idle through two housekeeping passes, like any
+            # other: unless access rules are on, anyone may create functions.
+            sched.note_idle(sched.function(tokens[2]))
             return text.OK
         return text.invalid_arguments(cmd)
     if name == b"drop":

@@ -260,7 +260,6 @@ class Function:
         "sleepers",
         "maxqueue",
         "delayed",
-        "pinned",
     )
 
     def __init__(self, name: bytes) -> None:
@@ -277,13 +276,11 @@ class Function:
         self.maxqueue = [0, 0, 0]
         #: Epoch jobs per priority that are not due yet (they wait in the heap).
         self.delayed = [0, 0, 0]
-        #: Created by the admin ``create function``: kept while idle, until dropped.
-        self.pinned = False
 
     @property
     def idle(self) -> bool:
-        """No workers, no jobs, nothing an operator set: safe to forget."""
-        return not (self.total or self.workers or self.pinned or any(self.maxqueue))
+        """No workers, no jobs, no maxqueue set: safe to forget."""
+        return not (self.total or self.workers or any(self.maxqueue))
 
     def queued(self, priority: int) -> int:
         return len(self.queues[priority]) + self.delayed[priority]
@@ -562,7 +559,7 @@ class Scheduler:
         gearmand keeps every function it ever saw until it restarts, so names sent once
         (a typo, a scan, one job each to 100,000 functions) cost memory forever and
         fill every ``status`` reply.  A function with no workers and no jobs left, and
-        nothing an operator set on it (``create function``, ``maxqueue``), is forgotten
+        no ``maxqueue`` set on it (not even one made by ``create function``), is forgotten
         here; the server calls this from its housekeeping timer, so ``status`` still
         lists such a function for one to two housekeeping intervals.  Only functions
         that went idle are visited, never the whole table.  Returns how many went.
