@@ -21,6 +21,7 @@ from gearshift._sync.admin import AdminClient
 from gearshift._sync.client import Client, Job
 from gearshift._sync.multiadmin import MultiAdmin
 from gearshift._sync.worker import Worker
+from gearshift._version import __version__
 from gearshift.addresses import ServerAddress, parse_servers
 from gearshift.errors import (
     ConnectionLost,
@@ -41,8 +42,6 @@ from gearshift.protocol.adminreplies import (
 )
 from gearshift.protocol.client import JobStatus
 from gearshift.protocol.packets import Priority
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AdminClient",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from gearshift.protocol.packets import PacketType as T
+from gearshift.records import ClusterSettings, StoredJob
 from gearshift.server.cluster import ClusterNode
-from gearshift.store.base import ClusterSettings, StoredJob
 from gearshift.store.postgres import PostgresStore
 from tests.server.fakes import make, peer, take
 

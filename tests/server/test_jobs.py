@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from gearshift.records import StoredJob
 from gearshift.server.jobs import DropPeer, Scheduler, atoi
-from gearshift.store.base import StoredJob
 from tests.server.fakes import make, peer, take
 from tests.server.helpers import T
 

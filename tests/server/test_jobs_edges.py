@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from gearshift.records import StoredJob
 from gearshift.server.jobs import Job, Peer
-from gearshift.store.base import StoredJob
 from tests.server.fakes import make, peer, take
 from tests.server.helpers import T
 from tests.server.test_jobs import grab, submit

@@ -3,8 +3,8 @@ and draining for shutdown.  Plain calls and a fake clock, no sockets."""
 
 from __future__ import annotations
 
+from gearshift.records import StoredJob
 from gearshift.server.jobs import INT64_MAX, Peer, Scheduler, strtoll
-from gearshift.store.base import StoredJob
 from tests.server.fakes import FakeClock, make, peer, take
 from tests.server.helpers import T
 

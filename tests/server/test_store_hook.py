@@ -11,7 +11,8 @@ import pytest
 
 from gearshift.errors import StoreError
 from gearshift.protocol.packets import Priority
-from gearshift.store.base import Store, StoredJob
+from gearshift.records import StoredJob
+from gearshift.store.base import Store
 from gearshift.testing import serve
 from tests.server.helpers import Raw, T, wait_for, worker
 

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0
     if args[0] in ("-V", "--version"):
-        from gearshift import __version__
+        from gearshift._version import __version__
 
         print(f"gearshift {__version__}")
         return 0

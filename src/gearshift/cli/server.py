@@ -19,7 +19,7 @@ import sys
 from collections.abc import Iterator
 from typing import TextIO
 
-from gearshift import __version__
+from gearshift._version import __version__
 from gearshift.errors import ConfigError, GearmanError
 from gearshift.server.config import ParsedArgs, ServerConfig, build_parser, parse_args
 from gearshift.server.server import GearmanServer

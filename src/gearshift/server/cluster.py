@@ -40,7 +40,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from gearshift.protocol import admin as text
-from gearshift.store.base import StoredJob
+from gearshift.records import StoredJob
 
 if TYPE_CHECKING:
     from gearshift.server.server import GearmanServer

@@ -43,6 +43,7 @@ from gearshift.protocol.packets import (
     PacketType,
     leading_args,
 )
+from gearshift.records import StoredJob
 from gearshift.server import admin
 from gearshift.server.cluster import admin_later
 from gearshift.server.jobs import (
@@ -56,7 +57,6 @@ from gearshift.server.jobs import (
     _error,
     strtoll,
 )
-from gearshift.store.base import StoredJob
 
 if TYPE_CHECKING:
     from gearshift.server.server import GearmanServer

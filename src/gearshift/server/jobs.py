@@ -38,7 +38,7 @@ from typing import Final, Protocol
 
 from gearshift.protocol.codec import encode_header
 from gearshift.protocol.packets import RES, PacketType, Priority
-from gearshift.store.base import StoredJob
+from gearshift.records import StoredJob
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from gearshift import __version__
+from gearshift._version import __version__
 from gearshift.addresses import is_loopback
 from gearshift.server.access import PeerGate
 from gearshift.server.cluster import ClusterNode

@@ -16,12 +16,11 @@ from typing import Any, Final
 from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 from gearshift.errors import ConfigError
+from gearshift.records import ClusterSettings, StoredJob
 from gearshift.store.base import (
-    ClusterSettings,
     CommitStats,
     GroupCommitStore,
     Store,
-    StoredJob,
 )
 from gearshift.store.memory import MemoryStore
 

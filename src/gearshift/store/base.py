@@ -20,11 +20,12 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, Generic, TypeAlias, TypeVar
 
 from gearshift.errors import StoreError
 from gearshift.protocol.packets import Priority
+from gearshift.records import ClusterSettings, StoredJob
 
 logger = logging.getLogger(__name__)
 
@@ -36,42 +37,6 @@ INT64_MIN: Final = -(2**63)
 INT64_MAX: Final = 2**63 - 1
 #: Longest unique a job may have (gearmand's GEARMAN_MAX_UNIQUE_SIZE).
 MAX_UNIQUE_BYTES: Final = 64
-
-
-@dataclass(slots=True)
-class StoredJob:
-    """A background job as a store keeps it."""
-
-    function: bytes
-    unique: bytes
-    data: bytes
-    priority: Priority = Priority.NORMAL
-    #: Unix time before which the job must not run (SUBMIT_JOB_EPOCH); 0 = now.
-    when: int = 0
-    #: Set by the store in ``add`` (or ``replay``); handed back to ``done``.  Opaque.
-    key: object = field(default=None, compare=False)
-    #: Set by a clustered store's ``add`` when another server of the cluster already
-    #: holds a job with this (function, unique): it is acknowledged but not queued here.
-    coalesced: bool = field(default=False, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class ClusterSettings:
-    """Several servers sharing one store as a cluster (PostgreSQL only).
-
-    Attributes:
-        name: the cluster's name; servers with the same store and name form one cluster.
-        node: this server's name in the cluster, stable across restarts (the server
-            fills in ``host:port`` when empty).
-        lease: seconds a member stays alive without renewing its lease; after that the
-            others take over its background jobs.
-        heartbeat: seconds between lease renewals (and takeover polls).
-    """
-
-    name: str
-    node: str = ""
-    lease: float = 10.0
-    heartbeat: float = 2.0
 
 
 def check_stored(job: StoredJob) -> None:

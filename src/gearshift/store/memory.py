@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from gearshift.store.base import Store, StoredJob
+from gearshift.records import StoredJob
+from gearshift.store.base import Store
 
 
 class MemoryStore(Store):

@@ -26,7 +26,8 @@ from typing import Any
 import asyncmy
 
 from gearshift.errors import StoreError
-from gearshift.store.base import GroupCommitStore, StoredJob, check_when_fits
+from gearshift.records import StoredJob
+from gearshift.store.base import GroupCommitStore, check_when_fits
 from gearshift.store.sqlite import check_identifier, job_from_row
 
 logger = logging.getLogger(__name__)

@@ -48,11 +48,10 @@ from typing import Any
 import asyncpg
 
 from gearshift.errors import StoreError
+from gearshift.records import ClusterSettings, StoredJob
 from gearshift.store.base import (
     COALESCED,
-    ClusterSettings,
     GroupCommitStore,
-    StoredJob,
     check_when_fits,
 )
 from gearshift.store.sqlite import check_identifier, job_from_row

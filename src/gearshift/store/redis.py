@@ -34,7 +34,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from gearshift.errors import StoreError
-from gearshift.store.base import GroupCommitStore, StoredJob
+from gearshift.records import StoredJob
+from gearshift.store.base import GroupCommitStore
 from gearshift.store.sqlite import as_bytes, as_priority, as_when
 
 logger = logging.getLogger(__name__)

@@ -37,7 +37,8 @@ from typing import Any, TypeVar
 
 from gearshift.errors import ConfigError, StoreError
 from gearshift.protocol.packets import Priority
-from gearshift.store.base import GroupCommitStore, StoredJob
+from gearshift.records import StoredJob
+from gearshift.store.base import GroupCommitStore
 
 logger = logging.getLogger(__name__)
 
