@@ -1,47 +1,103 @@
-"""gearshift: a Gearman job server, client, worker and admin toolkit."""
+"""gearshift: a Gearman job server, client, worker and admin toolkit.
 
-from gearshift._async.admin import AsyncAdminClient
-from gearshift._async.client import (
-    AsyncClient,
-    AsyncJob,
-    JobHandle,
-    JobRequest,
-    JobState,
-    JobUpdate,
-    WorkComplete,
-    WorkData,
-    WorkException,
-    WorkFail,
-    WorkStatus,
-    WorkWarning,
-)
-from gearshift._async.multiadmin import AsyncMultiAdmin
-from gearshift._async.worker import AsyncWorker, WorkerJob
-from gearshift._sync.admin import AdminClient
-from gearshift._sync.client import Client, Job
-from gearshift._sync.multiadmin import MultiAdmin
-from gearshift._sync.worker import Worker
+The names below are loaded on first use (PEP 562), not when the package is imported.
+Every ``import gearshift.X`` runs this file first, and the server, the store and the
+protocol codec must not pay for the client, worker and admin libraries they never
+use.  ``from gearshift import Client`` works as before: it imports the client at that
+moment.  Type checkers read the ``TYPE_CHECKING`` block, which names the same objects.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from gearshift._version import __version__
-from gearshift.addresses import ServerAddress, parse_servers
-from gearshift.errors import (
-    ConnectionLost,
-    GearmanError,
-    JobException,
-    JobFailed,
-    JobTimeout,
-    ServerError,
-)
-from gearshift.protocol.adminreplies import (
-    ClusterMember,
-    FunctionStatus,
-    JobInfo,
-    PriorityStatus,
-    StoredJobInfo,
-    StoreInfo,
-    WorkerInfo,
-)
-from gearshift.protocol.client import JobStatus
-from gearshift.protocol.packets import Priority
+
+if TYPE_CHECKING:
+    from gearshift._async.admin import AsyncAdminClient
+    from gearshift._async.client import (
+        AsyncClient,
+        AsyncJob,
+        JobHandle,
+        JobRequest,
+        JobState,
+        JobUpdate,
+        WorkComplete,
+        WorkData,
+        WorkException,
+        WorkFail,
+        WorkStatus,
+        WorkWarning,
+    )
+    from gearshift._async.multiadmin import AsyncMultiAdmin
+    from gearshift._async.worker import AsyncWorker, WorkerJob
+    from gearshift._sync.admin import AdminClient
+    from gearshift._sync.client import Client, Job
+    from gearshift._sync.multiadmin import MultiAdmin
+    from gearshift._sync.worker import Worker
+    from gearshift.addresses import ServerAddress, parse_servers
+    from gearshift.errors import (
+        ConnectionLost,
+        GearmanError,
+        JobException,
+        JobFailed,
+        JobTimeout,
+        ServerError,
+    )
+    from gearshift.protocol.adminreplies import (
+        ClusterMember,
+        FunctionStatus,
+        JobInfo,
+        PriorityStatus,
+        StoredJobInfo,
+        StoreInfo,
+        WorkerInfo,
+    )
+    from gearshift.protocol.client import JobStatus
+    from gearshift.protocol.packets import Priority
+
+#: Where each public name lives: the module imported the first time the name is used.
+_WHERE: dict[str, str] = {
+    "AdminClient": "gearshift._sync.admin",
+    "AsyncAdminClient": "gearshift._async.admin",
+    "AsyncClient": "gearshift._async.client",
+    "AsyncJob": "gearshift._async.client",
+    "AsyncMultiAdmin": "gearshift._async.multiadmin",
+    "AsyncWorker": "gearshift._async.worker",
+    "Client": "gearshift._sync.client",
+    "ClusterMember": "gearshift.protocol.adminreplies",
+    "ConnectionLost": "gearshift.errors",
+    "FunctionStatus": "gearshift.protocol.adminreplies",
+    "GearmanError": "gearshift.errors",
+    "Job": "gearshift._sync.client",
+    "JobException": "gearshift.errors",
+    "JobFailed": "gearshift.errors",
+    "JobHandle": "gearshift._async.client",
+    "JobInfo": "gearshift.protocol.adminreplies",
+    "JobRequest": "gearshift._async.client",
+    "JobState": "gearshift._async.client",
+    "JobStatus": "gearshift.protocol.client",
+    "JobTimeout": "gearshift.errors",
+    "JobUpdate": "gearshift._async.client",
+    "MultiAdmin": "gearshift._sync.multiadmin",
+    "Priority": "gearshift.protocol.packets",
+    "PriorityStatus": "gearshift.protocol.adminreplies",
+    "ServerAddress": "gearshift.addresses",
+    "ServerError": "gearshift.errors",
+    "StoreInfo": "gearshift.protocol.adminreplies",
+    "StoredJobInfo": "gearshift.protocol.adminreplies",
+    "WorkComplete": "gearshift._async.client",
+    "WorkData": "gearshift._async.client",
+    "WorkException": "gearshift._async.client",
+    "WorkFail": "gearshift._async.client",
+    "WorkStatus": "gearshift._async.client",
+    "WorkWarning": "gearshift._async.client",
+    "Worker": "gearshift._sync.worker",
+    "WorkerInfo": "gearshift.protocol.adminreplies",
+    "WorkerJob": "gearshift._async.worker",
+    "parse_servers": "gearshift.addresses",
+}
 
 __all__ = [
     "AdminClient",
@@ -84,3 +140,18 @@ __all__ = [
     "__version__",
     "parse_servers",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module that holds ``name`` and keep the object here for the next use."""
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The loaded attributes and every public name, loaded or not (for completion)."""
+    return sorted({*globals(), *__all__})
