@@ -28,7 +28,7 @@ import asyncmy
 from gearshift.errors import StoreError
 from gearshift.records import StoredJob
 from gearshift.store.base import GroupCommitStore, check_when_fits
-from gearshift.store.sqlite import check_identifier, job_from_row
+from gearshift.store.rows import check_identifier, job_from_row
 
 logger = logging.getLogger(__name__)
 

@@ -54,7 +54,7 @@ from gearshift.store.base import (
     GroupCommitStore,
     check_when_fits,
 )
-from gearshift.store.sqlite import check_identifier, job_from_row
+from gearshift.store.rows import check_identifier, job_from_row
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from redis.backoff import NoBackoff
 from gearshift.errors import StoreError
 from gearshift.records import StoredJob
 from gearshift.store.base import GroupCommitStore
-from gearshift.store.sqlite import as_bytes, as_priority, as_when
+from gearshift.store.rows import as_bytes, as_priority, as_when
 
 logger = logging.getLogger(__name__)
 
