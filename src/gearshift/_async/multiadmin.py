@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import astuple
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from gearshift._async.admin import AsyncAdminClient
 from gearshift._async.closing import AsyncClosing
-from gearshift._async.net import ServerAddress, ServersArg, parse_servers
+from gearshift.addresses import ServerAddress, ServersArg, parse_servers
 from gearshift.errors import GearmanError
 from gearshift.protocol.adminreplies import (
     FunctionStatus,
     JobInfo,
     PriorityStatus,
     WorkerInfo,
+    sum_by_name,
 )
 from gearshift.tls import TLSArg, client_context
 
@@ -145,24 +145,6 @@ class AsyncMultiAdmin(AsyncClosing):
         """
         rows = sum_by_name(_answered(await self.priority_status()))
         return sorted(rows, key=lambda r: r.name)
-
-
-Row = TypeVar("Row", FunctionStatus, PriorityStatus)
-
-
-def sum_by_name(row_lists: Iterable[list[Row]]) -> list[Row]:
-    """Rows of several servers added up per function (every field after ``name``), in
-    the order the functions were first seen."""
-    totals: dict[str, Row] = {}
-    for rows in row_lists:
-        for row in rows:
-            seen = totals.get(row.name)
-            if seen is None:
-                totals[row.name] = row
-            else:
-                counts = [a + b for a, b in zip(astuple(seen)[1:], astuple(row)[1:], strict=True)]
-                totals[row.name] = type(row)(row.name, *counts)
-    return list(totals.values())
 
 
 def _answered(answers: dict[ServerAddress, T | GearmanError]) -> list[T]:

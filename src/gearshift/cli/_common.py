@@ -14,8 +14,7 @@ import sys
 import time
 from typing import IO, Final
 
-from gearshift import ServerAddress, parse_servers
-from gearshift._async.net import DEFAULT_PORT, SERVERS_ENV
+from gearshift.addresses import DEFAULT_PORT, SERVERS_ENV, ServerAddress, parse_servers
 from gearshift.errors import ConfigError, ConnectError, GearmanError
 from gearshift.tls import TLSFiles, client_context
 

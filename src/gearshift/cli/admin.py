@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 from gearshift import AsyncAdminClient, AsyncMultiAdmin, FunctionStatus, ServerAddress
-from gearshift._async.multiadmin import sum_by_name
 from gearshift.cli._common import (
     UsageError,
     connect_failure_reason,
@@ -40,7 +39,7 @@ from gearshift.cli._common import (
     write_out,
 )
 from gearshift.errors import ConnectError, ConnectionLost, GearmanError, ServerError
-from gearshift.protocol.adminreplies import check_token, maxqueue_command
+from gearshift.protocol.adminreplies import check_token, maxqueue_command, sum_by_name
 
 logger = logging.getLogger(__name__)
 

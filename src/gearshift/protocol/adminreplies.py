@@ -4,7 +4,8 @@ How it works: an admin command gets either one line (``OK ...``, ``ERR code text
 from the Perl server, a bare value) or a list of lines closed by a line holding a single
 ``.``.  ``AdminReplyReader`` is fed bytes and returns complete replies as lists of
 ``str`` lines; it must be told up front, per command, which kind of reply to expect
-(``expects_list``).  The ``parse_*`` functions turn those lines into frozen rows.
+(``expects_list``).  The ``parse_*`` functions turn those lines into frozen rows, and
+``sum_by_name`` adds several servers' rows up.
 
 Parsing is lenient, as gearadmin's own output is: lines may end in ``\\n`` or
 ``\\r\\n``, columns may be separated by tabs or runs of spaces, and rows that do not
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass
-from typing import Final
+from collections.abc import Iterable
+from dataclasses import astuple, dataclass
+from typing import Final, TypeVar
 
 from gearshift.errors import ServerError, server_error
 
@@ -403,3 +405,22 @@ def check_token(value: str, what: str) -> str:
     if not value or any(c.isspace() for c in value):
         raise ValueError(f"{what} must be non-empty and contain no whitespace: {value!r}")
     return value
+
+
+Row = TypeVar("Row", FunctionStatus, PriorityStatus)
+
+
+def sum_by_name(row_lists: Iterable[list[Row]]) -> list[Row]:
+    """Rows of several servers added up per function (every field after ``name``), in
+    the order the functions were first seen: the totals of a cluster's ``status`` or
+    ``prioritystatus``."""
+    totals: dict[str, Row] = {}
+    for rows in row_lists:
+        for row in rows:
+            seen = totals.get(row.name)
+            if seen is None:
+                totals[row.name] = row
+            else:
+                counts = [a + b for a, b in zip(astuple(seen)[1:], astuple(row)[1:], strict=True)]
+                totals[row.name] = type(row)(row.name, *counts)
+    return list(totals.values())
