@@ -189,12 +189,12 @@ async def test_connect_timeout_and_keepalive(make_gearmand: ServerFactory) -> No
             assert time.monotonic() - started < 4
             assert {str(h.server) for h in handles} == {live.address}
             conn = client._conns[client.servers[1]]
-            sock = conn.writer.get_extra_info("socket")
+            sock = conn.transport.get_extra_info("socket")
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
         async with AsyncClient(live.address, keepalive=False) as client:
             await client.echo()
-            sock = client._conns[client.servers[0]].writer.get_extra_info("socket")
+            sock = client._conns[client.servers[0]].transport.get_extra_info("socket")
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
 
 
@@ -218,7 +218,7 @@ async def test_connection_that_ends_before_it_is_set_up_fails_over(
     # A server that hangs up at once, and a connect that is slow to hand the connection
     # over: the end arrives before the client has registered the connection. The
     # submit must still move on to the next server, not fail with a local error.
-    from gearshift._async import client as client_module
+    from gearshift._async import net
 
     live = make_gearmand()
 
@@ -227,14 +227,14 @@ async def test_connection_that_ends_before_it_is_set_up_fails_over(
 
     rude_srv = await asyncio.start_server(rude, "127.0.0.1", 0)
     rude_address = f"127.0.0.1:{rude_srv.sockets[0].getsockname()[1]}"
-    real_open = client_module.open_direct
+    real_open = net.open_transport
 
     async def slow_open(*args: object, **kwargs: object) -> object:
         opened = await real_open(*args, **kwargs)  # type: ignore[arg-type]
         await asyncio.sleep(0.1)  # the hang-up arrives meanwhile
         return opened
 
-    monkeypatch.setattr(client_module, "open_direct", slow_open)
+    monkeypatch.setattr(net, "open_transport", slow_open)
     try:
         async with AsyncClient([rude_address, live.address], routing="failover") as client:
             handle = await client.submit_background("f", b"x")

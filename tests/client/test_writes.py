@@ -8,7 +8,6 @@ import threading
 from typing import Any
 
 from gearshift import AsyncClient, AsyncWorker, JobHandle, WorkerJob
-from gearshift._async.net import ServerAddress, open_direct
 from gearshift.protocol.codec import Decoder, Packet, encode_response
 from gearshift.protocol.packets import PacketType as T
 from tests.client.conftest import make_worker, running
@@ -158,31 +157,3 @@ def test_which_results_may_wait_for_the_next_pass() -> None:
     assert not inline._may_cork(inline._functions[b"p"], small)
     assert inline._may_cork(inline._functions[b"c"], small)
     assert not hooked._may_cork(hooked._functions[b"c"], small)
-
-
-async def test_direct_protocol_keeps_what_arrives_before_attach() -> None:
-    # The server speaks first and hangs up at once; the reads and the end still reach
-    # callbacks attached afterwards, in order.
-    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"one")
-        await writer.drain()
-        writer.write(b"two")
-        writer.close()
-
-    server = await asyncio.start_server(greet, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        protocol, writer = await open_direct(
-            ServerAddress("127.0.0.1", port), connect_timeout=5, keepalive=False
-        )
-        await asyncio.sleep(0.2)  # everything has arrived, nobody is listening yet
-        got: list[bytes] = []
-        ended: list[Exception | None] = []
-        protocol.attach(got.append, ended.append)
-        assert got == ended == []  # delivery starts on the next pass, as from a task
-        await asyncio.sleep(0)
-        assert b"".join(got) == b"onetwo" and ended == [None]
-        writer.close()
-    finally:
-        server.close()
-        await server.wait_closed()

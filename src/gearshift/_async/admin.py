@@ -7,10 +7,12 @@ import contextlib
 import logging
 
 from gearshift._async.closing import AsyncClosing
-from gearshift._async.net import READ_SIZE, ServerAddress, open_connection, parse_servers
+from gearshift._async.connection import Connection, Request, RequestLost, connect
+from gearshift.addresses import ServerAddress, parse_servers
 from gearshift.errors import ClosedError, ConnectionLost, GearmanTimeout
 from gearshift.protocol.adminreplies import (
-    AdminReplyReader,
+    AdminProtocol,
+    AdminReply,
     ClusterMember,
     FunctionStatus,
     JobInfo,
@@ -34,6 +36,17 @@ from gearshift.protocol.adminreplies import (
 from gearshift.tls import TLSArg, client_context
 
 logger = logging.getLogger(__name__)
+
+
+class _AdminConnection(Connection[AdminProtocol]):
+    """An admin connection: each reply resolves the command it answers."""
+
+    batch_writes = False  # one command at a time: nothing to batch
+
+    def dispatch(self, event: AdminReply) -> None:
+        tag = event.tag
+        if isinstance(tag, Request):
+            tag.resolve(event.lines)
 
 
 class AsyncAdminClient(AsyncClosing):
@@ -61,27 +74,26 @@ class AsyncAdminClient(AsyncClosing):
         self._tls = client_context(tls)
         self.connect_timeout = connect_timeout
         self.timeout = timeout
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._conn: _AdminConnection | None = None
         self._lock = asyncio.Lock()
         self._closed = False
 
     async def aclose(self) -> None:
         """Close the connection; the client cannot be used afterwards."""
         self._closed = True
-        writer = self._writer
+        conn = self._conn
         self._drop()
-        if writer is not None:
+        if conn is not None:
             # Wait for the transport (a TLS one especially) to really close, so no
             # socket is left for the garbage collector to warn about.
-            with contextlib.suppress(OSError, TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
-                    await writer.wait_closed()
+                    await conn.wait_closed()
 
     def _drop(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
 
     async def command(self, command: str) -> list[str]:
         """Send one admin command and return its reply lines (list replies without ``.``).
@@ -99,33 +111,25 @@ class AsyncAdminClient(AsyncClosing):
         if "\n" in command or "\r" in command:
             raise ValueError("admin command must be one line")
         async with self._lock:
-            if self._writer is None:
-                self._reader, self._writer = await open_connection(
-                    self.server,
+            conn = self._conn
+            if conn is None or conn.closed:
+                conn = self._conn = await connect(
+                    _AdminConnection(self.server, AdminProtocol()),
                     connect_timeout=self.connect_timeout,
                     keepalive=False,
                     tls=self._tls,
                 )
-            reader, writer = self._reader, self._writer
-            assert reader is not None
-            parser = AdminReplyReader()
-            parser.expect(command)
             try:
-                writer.write(command.encode() + b"\r\n")
+                reply = conn.request(lambda tag: conn.core.command(command, tag=tag))
                 async with asyncio.timeout(self.timeout):
-                    while True:
-                        data = await reader.read(READ_SIZE)
-                        if not data:
-                            raise ConnectionLost(f"{self.server} closed the admin connection")
-                        replies = parser.feed(data)
-                        if replies:
-                            return replies[0]
+                    lines: list[str] = await reply
+                    return lines
             except TimeoutError as exc:
                 self._drop()
                 raise GearmanTimeout(f"no reply to {command!r} from {self.server}") from exc
-            except OSError as exc:
+            except RequestLost as exc:
                 self._drop()
-                raise ConnectionLost(f"admin connection to {self.server} failed: {exc}") from exc
+                raise ConnectionLost(f"admin {exc}") from exc
             except BaseException:
                 self._drop()
                 raise

@@ -1,12 +1,11 @@
 """AsyncClient: submit jobs to one or more Gearman servers and follow their progress.
 
 How it works: the client keeps at most one connection per server, opened on first use.
-Each connection owns a ``ClientProtocol`` (the sans-IO core); the transport hands it
-every read at once (``net.DirectProtocol``, no reader task) and the events are
-dispatched: a JOB_CREATED resolves the submit that was
-waiting for it and attaches the foreground ``AsyncJob`` to its handle, WORK_* packets
-go to the jobs attached to their handle.  Thousands of jobs can be in flight on one
-connection.
+Each is a ``gearshift._async.connection.Connection`` around a ``ClientProtocol`` (the
+sans-IO core), which does the reading, the batched writing and the loss handling; the
+client adds only its dispatch: a JOB_CREATED resolves the submit that was waiting for
+it and attaches the foreground ``AsyncJob`` to its handle, WORK_* packets go to the
+jobs attached to their handle.  Thousands of jobs can be in flight on one connection.
 
 Routing and failover: a job goes to the servers in the order ``routing`` gives
 (by default a rendezvous hash of (function, unique), so the same unique always reaches
@@ -30,14 +29,8 @@ from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from gearshift._async.closing import AsyncClosing
-from gearshift._async.net import (
-    DirectProtocol,
-    ServerAddress,
-    ServersArg,
-    feed,
-    open_direct,
-    parse_servers,
-)
+from gearshift._async.connection import Attached, Connection, Request, RequestLost, connect
+from gearshift.addresses import ServerAddress, ServersArg, parse_servers
 from gearshift.codecs import Codec, get_codec
 from gearshift.errors import (
     ClosedError,
@@ -51,6 +44,7 @@ from gearshift.errors import (
     ServerUnavailable,
 )
 from gearshift.protocol.client import (
+    ClientEvent,
     ClientProtocol,
     EchoReply,
     JobCreated,
@@ -69,9 +63,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-#: Above this many unsent bytes a submit waits for the socket to drain.
-_HIGH_WATER = 1 << 20
 
 
 class JobState(enum.Enum):
@@ -257,7 +248,7 @@ class AsyncJob(Generic[T]):
         except Exception:
             logger.exception("job %s: update callback raised", self.handle)
 
-    def _fail(self, exc: BaseException) -> None:
+    def _connection_lost(self, exc: BaseException) -> None:
         if not self._future.done():
             self.state = JobState.UNKNOWN if self.handle is not None else self.state
             self._future.set_exception(exc)
@@ -330,171 +321,64 @@ class AsyncJob(Generic[T]):
             await self._changed.wait()
 
 
-class _Submit:
-    """The tag of a pending submit: its future and (for foreground) its job."""
-
-    __slots__ = ("future", "job")
-
-    def __init__(self, future: asyncio.Future[JobHandle], job: AsyncJob[Any] | None) -> None:
-        self.future = future
-        self.job = job
-
-
 class _ConnectAbandoned(Exception):
     """The task connecting to a server was cancelled; whoever waited on it retries."""
 
 
-class _LostBeforeCreated(ConnectionLost):
-    """The connection dropped before JOB_CREATED: safe to try the next server."""
-
-
-class _Connection:
-    """One client connection: the protocol core, a writer, and the read callback."""
+class _ClientConnection(Connection[ClientProtocol]):
+    """A client connection: replies resolve their requests, WORK_* packets go to the
+    jobs attached to their handle.  Writes made in one loop pass share one write."""
 
     def __init__(
-        self,
-        address: ServerAddress,
-        protocol: DirectProtocol,
-        writer: asyncio.StreamWriter,
-        on_lost: Callable[[_Connection], None],
+        self, address: ServerAddress, on_ended: Callable[[_ClientConnection], None]
     ) -> None:
-        self.address = address
-        self.proto = ClientProtocol()
-        self.writer = writer
-        self.jobs: dict[bytes, list[AsyncJob[Any]]] = {}
-        self.closed = False
-        self._on_lost = on_lost
-        self._close_error: BaseException | None = None
-        #: Packets sent during this loop pass, written together by ``_flush``.
-        self._unsent: list[bytes] | None = None
-        self._unsent_bytes = 0
-        protocol.attach(self._data_received, self._connection_lost)
+        super().__init__(address, ClientProtocol())
+        self._on_ended = on_ended
 
-    def send(self, data: bytes) -> None:
-        """Queue ``data``; it is written at the end of this loop pass.
-
-        Tasks woken by the same read (several results arriving together) submit in the
-        same pass, so their packets share one write: one system call, one server pass.
-        """
-        if self.closed or self.writer.is_closing():
-            raise _LostBeforeCreated(f"connection to {self.address} is closed")
-        unsent = self._unsent
-        if unsent is None:
-            self._unsent = [data]
-            self._unsent_bytes = len(data)
-            asyncio.get_running_loop().call_soon(self._flush)
-        else:
-            unsent.append(data)
-            self._unsent_bytes += len(data)
-
-    def _flush(self) -> None:
-        unsent, self._unsent = self._unsent, None
-        self._unsent_bytes = 0
-        if not unsent or self.closed or self.writer.is_closing():
-            return
-        # One write, not writelines: some CPython versions' writelines skip the
-        # write-buffer check that drain() relies on (cpython gh-127655).  drain()
-        # flushes early above _HIGH_WATER, so the join copies at most about that much.
-        self.writer.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
-
-    async def drain(self) -> None:
-        if self._unsent_bytes > _HIGH_WATER:
-            self._flush()  # hand a large batch to the transport now, then wait for it
-        if self.writer.transport.get_write_buffer_size() > _HIGH_WATER:
-            try:
-                await self.writer.drain()
-            except Exception as exc:  # OSError, or whatever ended the connection
-                raise _LostBeforeCreated(f"writing to {self.address} failed: {exc}") from exc
-
-    def request(self, build: Callable[[object], bytes]) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.send(build(future))
-        return future
-
-    def _data_received(self, data: bytes) -> None:
-        # Called by the transport for every read: no buffer, no task in between.
-        if self.closed:
-            return
-        error = feed(self.proto.receive_data, data, self._dispatch, self.address)
-        if error is not None:
-            logger.warning("connection to %s failed: %s", self.address, error)
-            self._lost(error)
-
-    def _connection_lost(self, exc: Exception | None) -> None:
-        if exc is not None and not self.closed:
-            logger.warning("connection to %s failed: %s", self.address, exc)
-        self._lost(exc)
-
-    def _dispatch(self, event: object) -> None:
+    def dispatch(self, event: ClientEvent) -> None:
         if isinstance(event, WorkUpdate):
             jobs = self.jobs.get(event.handle)
             if not jobs:
                 return
             if event.final:
                 del self.jobs[event.handle]
-            for job in list(jobs):
-                job._update(event)
+            for attached in list(jobs):
+                assert isinstance(attached, AsyncJob)
+                attached._update(event)
         elif isinstance(event, JobCreated):
             tag = event.tag
-            assert isinstance(tag, _Submit)
-            handle = JobHandle(event.handle.decode("utf-8", "replace"), self.address)
+            assert isinstance(tag, Request)
+            job = tag.job
             if tag.future.done():  # the submitter gave up waiting
-                if tag.job is not None:
-                    self.proto.forget(event.handle)
+                if job is not None:
+                    self.core.forget(event.handle)
                 return
-            if tag.job is not None:
-                job = tag.job
-                self.jobs.setdefault(event.handle, []).append(job)
-                job._created(handle, lambda: self._detach(event.handle, job))
+            handle = JobHandle(event.handle.decode("utf-8", "replace"), self.address)
+            if job is not None:
+                assert isinstance(job, AsyncJob)
+                self.attach(event.handle, job)
+                job._created(handle, functools.partial(self._detach_job, event.handle, job))
             tag.future.set_result(handle)
-        elif isinstance(event, StatusReply | EchoReply | OptionAccepted | RequestFailed):
-            tag = event.tag
-            future = tag.future if isinstance(tag, _Submit) else tag
-            assert isinstance(future, asyncio.Future)
-            if future.done():
-                return
-            if isinstance(event, RequestFailed):
-                future.set_exception(event.error)
-            elif isinstance(event, StatusReply):
-                future.set_result(event.status)
-            elif isinstance(event, EchoReply):
-                future.set_result(event.data)
-            else:
-                future.set_result(event.option)
         elif isinstance(event, ServerErrorReceived):
             logger.warning("%s sent an unsolicited error: %s", self.address, event.error)
+        else:
+            tag = event.tag
+            assert isinstance(tag, Request)
+            if isinstance(event, RequestFailed):
+                tag.reject(event.error)
+            elif isinstance(event, StatusReply):
+                tag.resolve(event.status)
+            elif isinstance(event, EchoReply):
+                tag.resolve(event.data)
+            elif isinstance(event, OptionAccepted):
+                tag.resolve(event.option)
 
-    def _detach(self, handle: bytes, job: AsyncJob[Any]) -> None:
-        jobs = self.jobs.get(handle)
-        if jobs and job in jobs:
-            jobs.remove(job)
-            if not jobs:
-                del self.jobs[handle]
-            self.proto.forget(handle)
+    def _detach_job(self, handle: bytes, job: AsyncJob[Any]) -> None:
+        if self.detach(handle, job):
+            self.core.forget(handle)
 
-    def _lost(self, error: BaseException | None) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        tags, _ = self.proto.connection_lost()
-        reason = f"connection to {self.address} lost" + (f": {error}" if error else "")
-        closing = self._close_error
-        for tag in tags:
-            future = tag.future if isinstance(tag, _Submit) else tag
-            assert isinstance(future, asyncio.Future)
-            if not future.done():
-                future.set_exception(closing or _LostBeforeCreated(reason))
-        for jobs in self.jobs.values():
-            for job in jobs:
-                job._fail(closing or ConnectionLost(f"{reason} while job {job.handle} ran"))
-        self.jobs.clear()
-        self.writer.close()
-        self._on_lost(self)
-
-    async def close(self, error: BaseException) -> None:
-        self._flush()
-        self._close_error = error
-        self._lost(None)
+    def connection_ended(self, error: BaseException | None, jobs: list[Attached]) -> None:
+        self._on_ended(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,6 +393,21 @@ class JobRequest:
 
 def _option_packet(proto: ClientProtocol, option: bytes, tag: object) -> bytes:
     return proto.option(option, tag=tag)
+
+
+def _submit_packet(
+    proto: ClientProtocol,
+    function: bytes,
+    data: bytes,
+    unique: bytes,
+    priority: Priority,
+    background: bool,
+    when: int | None,
+    tag: object,
+) -> bytes:
+    return proto.submit(
+        function, data, unique=unique, priority=priority, background=background, when=when, tag=tag
+    )
 
 
 def _bytes(value: str | bytes, what: str) -> bytes:
@@ -619,8 +518,8 @@ class AsyncClient(AsyncClosing, Generic[T]):
         self.retry_interval = retry_interval
         self._tls = client_context(tls)
         self._options: list[bytes] = [b"exceptions"] if exceptions else []
-        self._conns: dict[ServerAddress, _Connection] = {}
-        self._connecting: dict[ServerAddress, asyncio.Future[_Connection]] = {}
+        self._conns: dict[ServerAddress, _ClientConnection] = {}
+        self._connecting: dict[ServerAddress, asyncio.Future[_ClientConnection]] = {}
         self._down_until: dict[ServerAddress, float] = {}
         self._rr = 0
         self._closed = False
@@ -632,7 +531,7 @@ class AsyncClient(AsyncClosing, Generic[T]):
         conns = list(self._conns.values())
         self._conns.clear()
         for conn in conns:
-            await conn.close(ClosedError("client closed"))
+            conn.close(ClosedError("client closed"))
 
     # -- connections ----------------------------------------------------------------------
 
@@ -660,13 +559,13 @@ class AsyncClient(AsyncClosing, Generic[T]):
     def _mark_down(self, address: ServerAddress) -> None:
         self._down_until[address] = asyncio.get_running_loop().time() + self.retry_interval
 
-    def _forget(self, conn: _Connection) -> None:
+    def _forget(self, conn: _ClientConnection) -> None:
         if self._conns.get(conn.address) is conn:
             del self._conns[conn.address]
             if not self._closed:
                 self._mark_down(conn.address)
 
-    async def _connection(self, address: ServerAddress) -> _Connection:
+    async def _connection(self, address: ServerAddress) -> _ClientConnection:
         while True:
             if self._closed:
                 raise ClosedError("client is closed")
@@ -698,10 +597,10 @@ class AsyncClient(AsyncClosing, Generic[T]):
         finally:
             del self._connecting[address]
 
-    async def _connect(self, address: ServerAddress) -> _Connection:
+    async def _connect(self, address: ServerAddress) -> _ClientConnection:
         try:
-            protocol, writer = await open_direct(
-                address,
+            conn = await connect(
+                _ClientConnection(address, self._forget),
                 connect_timeout=self.connect_timeout,
                 keepalive=self.keepalive,
                 tls=self._tls,
@@ -710,20 +609,15 @@ class AsyncClient(AsyncClosing, Generic[T]):
             self._mark_down(address)
             raise
         if self._closed:
-            writer.close()
+            conn.close()
             raise ClosedError("client is closed")
-        if writer.is_closing():
-            # The server hung up before we could use the connection: a failed connect.
-            self._mark_down(address)
-            raise ConnectError(f"{address} closed the connection at once")
-        conn = _Connection(address, protocol, writer, self._forget)
         self._down_until.pop(address, None)
         self._conns[address] = conn
         if self.client_id:
-            conn.send(conn.proto.set_client_id(self.client_id.encode()))
+            conn.send(conn.core.set_client_id(self.client_id.encode()))
         for option in self._options:
             # Pipelined: a server that refuses the option only loses us exceptions.
-            future = conn.request(functools.partial(_option_packet, conn.proto, option))
+            future = conn.request(functools.partial(_option_packet, conn.core, option))
             future.add_done_callback(self._option_done)
         return conn
 
@@ -757,23 +651,17 @@ class AsyncClient(AsyncClosing, Generic[T]):
             except (ConnectError, GearmanTimeout) as exc:
                 failures.append(str(exc))
                 continue
-            future: asyncio.Future[JobHandle] = asyncio.get_running_loop().create_future()
-            tag = _Submit(future, job)
             try:
-                conn.send(
-                    conn.proto.submit(
-                        fn,
-                        payload,
-                        unique=uq,
-                        priority=priority,
-                        background=background,
-                        when=epoch,
-                        tag=tag,
-                    )
+                future = conn.request(
+                    functools.partial(
+                        _submit_packet, conn.core, fn, payload, uq, priority, background, epoch
+                    ),
+                    job,
                 )
                 await conn.drain()
-                return await future
-            except _LostBeforeCreated as exc:
+                handle: JobHandle = await future
+                return handle
+            except RequestLost as exc:
                 # Nothing was acknowledged: the next server may take the job.
                 logger.info("submit to %s failed before JOB_CREATED: %s", address, exc)
                 failures.append(str(exc))
@@ -981,10 +869,10 @@ class AsyncClient(AsyncClosing, Generic[T]):
     ) -> Any:
         conn = await self._connection(address)
         try:
-            future = conn.request(lambda tag: build(conn.proto, tag))
+            future = conn.request(lambda tag: build(conn.core, tag))
             async with asyncio.timeout(self.timeout):
                 return await future
-        except _LostBeforeCreated as exc:
+        except RequestLost as exc:
             raise ConnectionLost(str(exc)) from exc
 
     async def _ask_all(
@@ -1051,7 +939,7 @@ class AsyncClient(AsyncClosing, Generic[T]):
         """
         option = name.encode()
         for conn in list(self._conns.values()):
-            future = conn.request(functools.partial(_option_packet, conn.proto, option))
+            future = conn.request(functools.partial(_option_packet, conn.core, option))
             await future
         if option not in self._options:
             self._options.append(option)

@@ -39,13 +39,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
-from gearshift._async.net import (
-    ServerAddress,
-    ServersArg,
-    feed,
-    open_direct,
-    parse_servers,
-)
+from gearshift._async.connection import Attached, Connection, Request, connect
+from gearshift.addresses import ServerAddress, ServersArg, parse_servers
 from gearshift.codecs import Codec, describe_exception, get_codec
 from gearshift.errors import (
     BusyError,
@@ -63,6 +58,7 @@ from gearshift.protocol.worker import (
     NoJob,
     Noop,
     WorkerErrorReceived,
+    WorkerEvent,
     WorkerProtocol,
 )
 from gearshift.tls import TLSArg, client_context
@@ -115,9 +111,7 @@ class WorkerJob(Generic[T]):
     from the threads blocking handlers run in alike.
     """
 
-    def __init__(
-        self, conn: _Connection, proto: WorkerProtocol, assigned: JobAssigned, codec: Codec[T]
-    ) -> None:
+    def __init__(self, conn: _WorkerConnection, assigned: JobAssigned, codec: Codec[T]) -> None:
         self.handle = assigned.handle.decode("utf-8", "replace")
         self.function = assigned.function.decode("utf-8", "replace")
         self.unique = assigned.unique.decode("utf-8", "replace")
@@ -127,10 +121,11 @@ class WorkerJob(Generic[T]):
         self._handle = assigned.handle
         self._codec = codec
         self._conn = conn
-        self._proto = proto
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.finished = False
+        #: Why results are no longer sent: the connection the job came from ended.
+        self._lost: BaseException | None = None
 
     def __repr__(self) -> str:
         return f"<WorkerJob {self.function} handle={self.handle}>"
@@ -141,10 +136,16 @@ class WorkerJob(Generic[T]):
             return
         if final:
             self.finished = True
-        if threading.get_ident() == self._loop_thread:
-            self._conn.send_job(self._proto, build)
+        if self._lost is not None:
+            logger.debug("job %s: %s; update dropped", self.handle, self._lost)
+        elif threading.get_ident() == self._loop_thread:
+            self._conn.send_job(self, build, final)
         else:
-            self._loop.call_soon_threadsafe(self._conn.send_job, self._proto, build)
+            self._loop.call_soon_threadsafe(self._conn.send_job, self, build, final)
+
+    def _connection_lost(self, error: BaseException) -> None:
+        # The server requeues the job; whatever the handler sends from now on is dropped.
+        self._lost = error
 
     def send_data(self, data: Any) -> None:
         """WORK_DATA: send a chunk of partial output (encoded with the codec)."""
@@ -241,146 +242,33 @@ class _LocalTimeout(Exception):
     """A handler ran past its function's timeout."""
 
 
-class _Connection:
-    """One worker connection to one server, across reconnects."""
+class _WorkerConnection(Connection[WorkerProtocol]):
+    """One worker connection: the grab / sleep cycle and the jobs it brought.
 
-    def __init__(self, worker: AsyncWorker, address: ServerAddress) -> None:
-        self.worker = worker
-        self.address = address
-        self.proto: WorkerProtocol | None = None
-        self.writer: asyncio.StreamWriter | None = None
+    Each TCP connection is its own object, so a job's results can only ever reach the
+    connection it came from, never a later one after a reconnect.  Writes go out at
+    once (see ``gearshift._async.connection``), except while corked.
+    """
+
+    batch_writes = False
+
+    def __init__(self, address: ServerAddress, grab: str, wakeup: asyncio.Event) -> None:
+        super().__init__(address, WorkerProtocol(grab=grab))
+        #: Set by NOOP and when the connection ends: a sleeping grab loop goes on.
         self.woken = asyncio.Event()
-        self.lost: asyncio.Future[None] | None = None
-        self._grab_reply: asyncio.Future[JobAssigned | None] | None = None
+        self._wakeup = wakeup
+        #: Jobs assigned after their grabber stopped waiting, for the next grab.
         self._stray: deque[JobAssigned] = deque()
-        #: Ends the current connection (see ``_ended``); None before the first one.
-        self._end: Callable[[Exception | None], None] | None = None
-        #: Writes held back until the next loop pass (see ``cork``), with their writer.
-        self._corked: list[bytes] | None = None
-        self._corked_writer: asyncio.StreamWriter | None = None
 
-    @property
-    def alive(self) -> bool:
-        return self.proto is not None and not self.proto.closed
-
-    async def connect(self) -> None:
-        w = self.worker
-        protocol, writer = await open_direct(
-            self.address, connect_timeout=w.connect_timeout, keepalive=w.keepalive, tls=w._tls
-        )
-        proto = WorkerProtocol(grab=w.grab)
-        burst = []
-        if w.client_id:
-            burst.append(proto.set_client_id(w.client_id.encode()))
-        for fn in w._functions.values():
-            burst.append(proto.can_do(fn.name, fn.timeout_ms))
-        for option in w.options:
-            burst.append(proto.option(option.encode()))
-        writer.write(b"".join(burst))
-        self.proto, self.writer = proto, writer
-        self._stray.clear()
-        lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.lost = lost
-
-        def ended(exc: Exception | None) -> None:
-            self._ended(writer, proto, lost, exc)
-
-        def received(data: bytes) -> None:
-            self._received(proto, data, ended)
-
-        self._end = ended
-        protocol.attach(received, ended)
-
-    def _write(self, writer: asyncio.StreamWriter, data: bytes) -> None:
-        corked = self._corked
-        if corked is not None and writer is self._corked_writer:
-            corked.append(data)
-        else:
-            self.uncork()
-            writer.write(data)
-
-    def cork(self) -> None:
-        """Hold this connection's writes until ``uncork``.
-
-        A finished job corks before its WORK_COMPLETE and uncorks on the next loop pass,
-        after the slot it frees has woken a grab loop: the result and the next
-        GRAB_JOB then leave in one write, which saves a system call here and a pass
-        on the server.
-        """
-        if self._corked is None and self.writer is not None:
-            self._corked, self._corked_writer = [], self.writer
-
-    def uncork(self) -> None:
-        """Send the held writes, in order, in one write."""
-        corked, writer = self._corked, self._corked_writer
-        if corked is None or writer is None:
-            return
-        self._corked = self._corked_writer = None
-        if corked and writer is self.writer and self.alive:
-            writer.write(b"".join(corked))
-
-    def send(self, data: bytes) -> None:
-        if not self.alive or self.writer is None:
-            raise ConnectionLost(f"not connected to {self.address}")
-        self._write(self.writer, data)
-
-    def send_job(self, proto: WorkerProtocol, build: Callable[[WorkerProtocol], bytes]) -> None:
-        if proto is not self.proto or proto.closed or self.writer is None:
-            logger.info("result for a job of a lost connection to %s dropped", self.address)
-            return
-        try:
-            self._write(self.writer, build(proto))
-        except LocalProtocolError as exc:
-            logger.info("update for a job no longer ours dropped: %s", exc)
-
-    def _received(
-        self, proto: WorkerProtocol, data: bytes, end: Callable[[Exception | None], None]
-    ) -> None:
-        # Called by the transport for every read: no buffer, no task in between.
-        if proto.closed:
-            return
-        error = feed(proto.receive_data, data, self._dispatch, self.address)
-        if error is not None:
-            end(error)
-
-    def _ended(
-        self,
-        writer: asyncio.StreamWriter,
-        proto: WorkerProtocol,
-        lost: asyncio.Future[None],
-        exc: Exception | None,
-    ) -> None:
-        """The connection is over (closed by either side, failed, or stopped): once."""
-        if lost.done():
-            return
-        if exc is not None:
-            logger.warning("connection to %s failed: %s", self.address, exc)
-        held = proto.connection_lost()
-        if held:
-            logger.warning(
-                "lost %s with %d job(s) running; the server requeues them",
-                self.address,
-                len(held),
-            )
-        reply = self._grab_reply
-        if reply is not None and not reply.done():
-            reply.set_exception(ConnectionLost(f"{self.address} went away"))
-            # A grab loop still waiting gets it through its shield; one cancelled
-            # meanwhile (a stop) does not, and asyncio would log it as unretrieved.
-            reply.exception()
-        self.woken.set()
-        writer.close()
-        lost.set_result(None)
-
-    def _dispatch(self, event: object) -> None:
+    def dispatch(self, event: WorkerEvent) -> None:
         if isinstance(event, Noop):
             self.woken.set()
-            self.worker._wakeup.set()
+            self._wakeup.set()
         elif isinstance(event, NoJob | JobAssigned):
-            reply = self._grab_reply
+            tag = event.tag
             value = event if isinstance(event, JobAssigned) else None
-            if reply is not None and not reply.done():
-                reply.set_result(value)
+            if isinstance(tag, Request) and not tag.future.done():
+                tag.future.set_result(value)
             elif value is not None:
                 # The grabber stopped waiting; keep the job for the next grab.
                 self._stray.append(value)
@@ -389,35 +277,61 @@ class _Connection:
         elif isinstance(event, WorkerErrorReceived):
             logger.warning("%s sent an error: %s", self.address, event.error)
 
+    def connection_ended(self, error: BaseException | None, jobs: list[Attached]) -> None:
+        if jobs:
+            logger.warning(
+                "lost %s with %d job(s) running; the server requeues them",
+                self.address,
+                len(jobs),
+            )
+        self.woken.set()
+
     async def grab(self) -> JobAssigned | None:
-        """GRAB a job (or take one that arrived after an abandoned grab)."""
+        """GRAB a job (or take one that arrived after an abandoned grab).
+
+        Raises:
+            ConnectionLost: the connection ended (RequestLost: before the answer).
+        """
         if self._stray:
             return self._stray.popleft()
-        proto = self.proto
-        if proto is None or proto.closed:
-            raise ConnectionLost(f"not connected to {self.address}")
-        reply: asyncio.Future[JobAssigned | None] = asyncio.get_running_loop().create_future()
-        self._grab_reply = reply
-        self.send(proto.grab())
+        reply = self.request(self._grab_packet)
         # Shielded: a caller's timeout must not lose a job the server is assigning.
-        return await asyncio.shield(reply)
+        assigned: JobAssigned | None = await asyncio.shield(reply)
+        return assigned
+
+    def _grab_packet(self, tag: Request) -> bytes:
+        return self.core.grab(tag=tag)
 
     def sleep(self) -> None:
         """PRE_SLEEP, to be woken by NOOP."""
-        if self.proto is not None and self.proto.state is GrabState.IDLE and not self._stray:
+        if not self.closed and self.core.state is GrabState.IDLE and not self._stray:
             self.woken.clear()
-            self.send(self.proto.pre_sleep())
+            self.send(self.core.pre_sleep())
 
-    async def close(self, reset: bool) -> None:
-        if self.alive and self.writer is not None and self.proto is not None:
-            self.uncork()
-            if reset:
-                self.writer.write(self.proto.reset_abilities())
-            with contextlib.suppress(Exception):  # OSError, or whatever ended the connection
-                await self.writer.drain()
-            self.writer.close()
-        if self._end is not None:
-            self._end(None)
+    def send_job(
+        self, job: WorkerJob[Any], build: Callable[[WorkerProtocol], bytes], final: bool
+    ) -> None:
+        """Send an update or the result of ``job`` (on the loop thread)."""
+        if self.closed:
+            logger.info("result for a job of a lost connection to %s dropped", self.address)
+            return
+        try:
+            data = build(self.core)
+        except LocalProtocolError as exc:
+            logger.info("update for a job no longer ours dropped: %s", exc)
+            return
+        if final:
+            self.detach(job._handle, job)
+        self.send(data)
+
+    async def shut(self, reset: bool) -> None:
+        """Send what is held (and RESET_ABILITIES when ``reset``), then close."""
+        if not self.closed and reset:
+            self.send(self.core.reset_abilities())
+        self.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await self.wait_closed()
 
 
 class AsyncWorker:
@@ -498,7 +412,8 @@ class AsyncWorker:
         self.after_job = after_job
         self.on_error = on_error
         self._functions: dict[bytes, _Function] = {}
-        self._conns: list[_Connection] = []
+        #: The current connection to each server (None before the first one).
+        self._conns: dict[ServerAddress, _WorkerConnection | None] = {}
         self._supervisors: list[asyncio.Task[None]] = []
         self._slots = asyncio.Semaphore(concurrency)
         self._grabbing = asyncio.Event()
@@ -529,9 +444,8 @@ class AsyncWorker:
     # -- registration ---------------------------------------------------------------------
 
     def _broadcast(self, build: Callable[[WorkerProtocol], bytes]) -> None:
-        for conn in self._conns:
-            if conn.alive and conn.proto is not None:
-                conn.send(build(conn.proto))
+        for conn in self._live():
+            conn.send(build(conn.core))
 
     def register(
         self, function: str | bytes, handler: Handler, *, timeout: float | None = None
@@ -613,7 +527,7 @@ class AsyncWorker:
     @property
     def connected(self) -> list[ServerAddress]:
         """Servers with a live connection right now."""
-        return [c.address for c in self._conns if c.alive]
+        return [conn.address for conn in self._live()]
 
     @property
     def running_jobs(self) -> int:
@@ -630,43 +544,66 @@ class AsyncWorker:
         self._started = True
         loop = asyncio.get_running_loop()
         for address in self.servers:
-            conn = _Connection(self, address)
-            self._conns.append(conn)
-            self._supervisors.append(loop.create_task(self._supervise(conn)))
+            self._conns[address] = None
+            self._supervisors.append(loop.create_task(self._supervise(address)))
+
+    def _live(self) -> list[_WorkerConnection]:
+        """The connections open right now, in server order."""
+        return [conn for conn in self._conns.values() if conn is not None and not conn.closed]
 
     def _backoff(self, attempt: int) -> float:
         first, most = self.reconnect_backoff
         delay = min(most, first * (2 ** min(attempt, 30)))
         return random.uniform(delay / 2, delay)
 
-    async def _supervise(self, conn: _Connection) -> None:
+    async def _connect(self, address: ServerAddress) -> _WorkerConnection:
+        """Connect and register: client id, functions and options in one write."""
+        conn = await connect(
+            _WorkerConnection(address, self.grab, self._wakeup),
+            connect_timeout=self.connect_timeout,
+            keepalive=self.keepalive,
+            tls=self._tls,
+        )
+        core = conn.core
+        burst = []
+        if self.client_id:
+            burst.append(core.set_client_id(self.client_id.encode()))
+        for fn in self._functions.values():
+            burst.append(core.can_do(fn.name, fn.timeout_ms))
+        for option in self.options:
+            burst.append(core.option(option.encode()))
+        if burst:
+            conn.send(b"".join(burst))
+        self._conns[address] = conn
+        return conn
+
+    async def _supervise(self, address: ServerAddress) -> None:
         attempt = 0
         while not self._closing:
             try:
-                await conn.connect()
+                conn = await self._connect(address)
             except (ConnectError, GearmanTimeout) as exc:
                 delay = self._backoff(attempt)
                 attempt += 1
-                logger.warning("cannot reach %s (%s); retrying in %.2fs", conn.address, exc, delay)
+                logger.warning("cannot reach %s (%s); retrying in %.2fs", address, exc, delay)
                 await asyncio.sleep(delay)
                 continue
-            logger.info("connected to %s", conn.address)
+            logger.info("connected to %s", address)
             attempt = 0
             self._wakeup.set()
             grabber = asyncio.get_running_loop().create_task(self._grab_loop(conn))
             try:
-                assert conn.lost is not None
-                await asyncio.shield(conn.lost)
+                await asyncio.shield(conn.ended)
             finally:
                 grabber.cancel()
                 await asyncio.gather(grabber, return_exceptions=True)
             if self._closing:
                 return
             delay = self._backoff(0)
-            logger.warning("lost %s; reconnecting in %.2fs", conn.address, delay)
+            logger.warning("lost %s; reconnecting in %.2fs", address, delay)
             await asyncio.sleep(delay)
 
-    async def _grab_loop(self, conn: _Connection) -> None:
+    async def _grab_loop(self, conn: _WorkerConnection) -> None:
         try:
             while True:
                 await self._grabbing.wait()
@@ -675,12 +612,11 @@ class AsyncWorker:
                 self._grabs_in_flight += 1
                 try:
                     if self._grabbing.is_set():
-                        proto = conn.proto
                         assigned = await conn.grab()
                         if assigned is None:
                             conn.sleep()
                         else:
-                            self._start_job(conn, proto, assigned)
+                            self._start_job(conn, assigned)
                 finally:
                     self._grabs_in_flight -= 1
                     if assigned is None:
@@ -690,23 +626,17 @@ class AsyncWorker:
         except ConnectionLost:
             return
 
-    def _start_job(
-        self, conn: _Connection, proto: WorkerProtocol | None, assigned: JobAssigned
-    ) -> None:
-        # ``proto`` is the connection generation the job came from: its results must not
-        # reach a later connection after a reconnect.
-        task = asyncio.get_running_loop().create_task(self._run_job(conn, proto, assigned))
+    def _start_job(self, conn: _WorkerConnection, assigned: JobAssigned) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_job(conn, assigned))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     # -- running jobs ---------------------------------------------------------------------
 
-    async def _run_job(
-        self, conn: _Connection, proto: WorkerProtocol | None, assigned: JobAssigned
-    ) -> None:
+    async def _run_job(self, conn: _WorkerConnection, assigned: JobAssigned) -> None:
         try:
-            assert proto is not None
-            job: WorkerJob[Any] = WorkerJob(conn, proto, assigned, self.codec)
+            job: WorkerJob[Any] = WorkerJob(conn, assigned, self.codec)
+            conn.attach(assigned.handle, job)
             fn = self._functions.get(assigned.function)
             if fn is None:
                 logger.warning(
@@ -915,21 +845,17 @@ class AsyncWorker:
                 async with asyncio.timeout(timeout) as scope:
                     while True:
                         self._wakeup.clear()
-                        for conn in self._conns:
-                            if not conn.alive:
-                                continue
-                            proto = conn.proto
+                        for conn in self._live():
                             try:
                                 assigned = await conn.grab()
                             except ConnectionLost:
                                 continue
                             if assigned is not None:
                                 await self._slots.acquire()
-                                await self._run_job(conn, proto, assigned)
+                                await self._run_job(conn, assigned)
                                 return True
-                        for conn in self._conns:
-                            if conn.alive:
-                                conn.sleep()
+                        for conn in self._live():
+                            conn.sleep()
                         await self._wakeup.wait()
             except TimeoutError:
                 if scope.expired():
@@ -976,7 +902,7 @@ class AsyncWorker:
             sup.cancel()
         await asyncio.gather(*self._supervisors, return_exceptions=True)
         await asyncio.gather(
-            *(conn.close(reset=graceful and not pending) for conn in self._conns),
+            *(conn.shut(reset=graceful and not pending) for conn in self._live()),
             return_exceptions=True,
         )
         if self._processes is not None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from gearshift._async.admin import AsyncAdminClient
-from gearshift._async.net import ServerAddress
 from gearshift._sync.portal import Portal, PortalOwner
+from gearshift.addresses import ServerAddress
 from gearshift.protocol.adminreplies import (
     ClusterMember,
     FunctionStatus,

@@ -19,8 +19,8 @@ from gearshift._async.client import (
     JobState,
     JobUpdate,
 )
-from gearshift._async.net import ServersArg
 from gearshift._sync.portal import Portal, PortalOwner
+from gearshift.addresses import ServersArg
 from gearshift.codecs import Codec
 from gearshift.protocol.client import JobStatus
 from gearshift.protocol.packets import Priority

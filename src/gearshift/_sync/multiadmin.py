@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from gearshift._async.multiadmin import AsyncMultiAdmin
-from gearshift._async.net import ServerAddress, ServersArg
 from gearshift._sync.portal import Portal, PortalOwner
+from gearshift.addresses import ServerAddress, ServersArg
 from gearshift.errors import GearmanError
 from gearshift.protocol.adminreplies import FunctionStatus, JobInfo, PriorityStatus, WorkerInfo
 from gearshift.tls import TLSArg

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any, TypeVar, overload
 
-from gearshift._async.net import ServerAddress, ServersArg
 from gearshift._async.worker import AsyncWorker, Executor, Handler, WorkerJob
 from gearshift._sync.portal import Portal, PortalOwner
+from gearshift.addresses import ServerAddress, ServersArg
 from gearshift.codecs import Codec
 from gearshift.tls import TLSArg
 

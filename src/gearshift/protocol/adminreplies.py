@@ -4,8 +4,9 @@ How it works: an admin command gets either one line (``OK ...``, ``ERR code text
 from the Perl server, a bare value) or a list of lines closed by a line holding a single
 ``.``.  ``AdminReplyReader`` is fed bytes and returns complete replies as lists of
 ``str`` lines; it must be told up front, per command, which kind of reply to expect
-(``expects_list``).  The ``parse_*`` functions turn those lines into frozen rows, and
-``sum_by_name`` adds several servers' rows up.
+(``expects_list``).  ``AdminProtocol`` wraps it for one connection: it encodes each
+command and hands its reply back with the command's tag.  The ``parse_*`` functions
+turn reply lines into frozen rows, and ``sum_by_name`` adds several servers' rows up.
 
 Parsing is lenient, as gearadmin's own output is: lines may end in ``\\n`` or
 ``\\r\\n``, columns may be separated by tabs or runs of spaces, and rows that do not
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import astuple, dataclass
 from typing import Final, TypeVar
 
-from gearshift.errors import ServerError, server_error
+from gearshift.errors import LocalProtocolError, RemoteProtocolError, ServerError, server_error
 
 #: Commands whose reply is a list closed by ``.`` (first token, lower case).
 LIST_COMMANDS: Final = frozenset({"status", "prioritystatus", "workers", "show", "jobs", "clients"})
@@ -250,6 +251,67 @@ class AdminReplyReader:
                 self._lines = []
                 continue
             self._lines.append(text)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminReply:
+    """The reply to the admin command tagged ``tag``: its lines, as ``AdminReplyReader``
+    returns them."""
+
+    tag: object
+    lines: list[str]
+
+
+class AdminProtocol:
+    """The client side of one admin connection, sans I/O: commands out, tagged replies in.
+
+    Replies come in the order the commands were sent, so each one answers the oldest
+    command still waiting.
+    """
+
+    def __init__(self, max_line: int = 1 << 20) -> None:
+        self._reader = AdminReplyReader(max_line)
+        self._tags: deque[object] = deque()
+        self.closed = False
+
+    def command(self, command: str, *, tag: object = None) -> bytes:
+        """Encode one admin command; its AdminReply will carry ``tag``.
+
+        Raises:
+            ValueError: the command spans lines.
+            LocalProtocolError: the connection is closed.
+        """
+        if "\n" in command or "\r" in command:
+            raise ValueError("admin command must be one line")
+        if self.closed:
+            raise LocalProtocolError("connection is closed")
+        self._reader.expect(command)
+        self._tags.append(tag)
+        return command.encode() + b"\r\n"
+
+    @property
+    def pending_tags(self) -> list[object]:
+        """Tags of the commands still waiting for their reply, oldest first."""
+        return list(self._tags)
+
+    def receive_data(self, data: bytes) -> list[AdminReply]:
+        """Feed bytes from the server; return the replies they complete.
+
+        Raises:
+            RemoteProtocolError: a line too long, or a reply nobody asked for.
+        """
+        try:
+            replies = self._reader.feed(data)
+        except ValueError as exc:
+            raise RemoteProtocolError(str(exc)) from exc
+        return [AdminReply(self._tags.popleft(), lines) for lines in replies]
+
+    def connection_lost(self) -> list[object]:
+        """Mark the connection dead; return the tags of the commands left unanswered."""
+        tags = self.pending_tags
+        self._tags.clear()
+        self.closed = True
+        return tags
 
 
 def parse_error(line: str) -> ServerError:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from gearshift.errors import LocalProtocolError, RemoteProtocolError, ServerError, server_error
@@ -73,14 +73,17 @@ class Noop:
 
 @dataclass(frozen=True, slots=True)
 class NoJob:
-    """NO_JOB: the GRAB found nothing."""
+    """NO_JOB: the GRAB tagged ``tag`` found nothing."""
+
+    tag: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class JobAssigned:
     """JOB_ASSIGN / JOB_ASSIGN_UNIQ / JOB_ASSIGN_ALL: run this job.
 
-    ``unique`` is empty for a plain JOB_ASSIGN; ``reducer`` is set only by JOB_ASSIGN_ALL.
+    ``unique`` is empty for a plain JOB_ASSIGN; ``reducer`` is set only by JOB_ASSIGN_ALL;
+    ``tag`` is the tag of the GRAB it answers.
     """
 
     handle: bytes
@@ -88,6 +91,7 @@ class JobAssigned:
     unique: bytes
     data: bytes
     reducer: bytes = b""
+    tag: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +132,8 @@ class WorkerProtocol:
         self.state = GrabState.IDLE
         self.assigned: set[bytes] = set()
         self._pending: deque[tuple[RequestKind, object]] = deque()
+        #: The tag of the GRAB in flight (there is at most one).
+        self._grab_tag: object = None
         self.closed = False
 
     def _move(self, ptype: int, *, remote: bool) -> None:
@@ -185,10 +191,12 @@ class WorkerProtocol:
 
     # -- grab cycle ------------------------------------------------------------------
 
-    def grab(self) -> bytes:
-        """GRAB_JOB[_UNIQ|_ALL]; answered by JobAssigned or NoJob."""
+    def grab(self, *, tag: object = None) -> bytes:
+        """GRAB_JOB[_UNIQ|_ALL]; answered by JobAssigned or NoJob, carrying ``tag``."""
+        packet = self._out(self._grab_type)
         self._move(self._grab_type, remote=False)
-        return self._out(self._grab_type)
+        self._grab_tag = tag
+        return packet
 
     def pre_sleep(self) -> bytes:
         """PRE_SLEEP: ask to be woken by NOOP when a job arrives."""
@@ -234,10 +242,20 @@ class WorkerProtocol:
         clients that did not ask for exceptions)."""
         return self._out(PacketType.WORK_EXCEPTION, self._owned(handle, True), data)
 
+    @property
+    def pending_tags(self) -> list[object]:
+        """Tags of the requests still waiting for their reply: echoes, options, the GRAB."""
+        tags = [tag for _, tag in self._pending]
+        if self.state is GrabState.GRABBING:
+            tags.append(self._grab_tag)
+        return tags
+
     def connection_lost(self) -> list[bytes]:
         """Mark the connection dead; return the handles we held (the server requeues them)."""
         held = sorted(self.assigned)
         self.assigned.clear()
+        self._pending.clear()
+        self._grab_tag = None
         self.closed = True
         self.state = GrabState.IDLE
         return held
@@ -265,15 +283,17 @@ class WorkerProtocol:
             return Noop()
         if ptype == PacketType.NO_JOB:
             self._move(ptype, remote=True)
-            return NoJob()
+            tag, self._grab_tag = self._grab_tag, None
+            return NoJob(tag)
         if ptype in _ASSIGN_TYPES:
             self._move(ptype, remote=True)
+            tag, self._grab_tag = self._grab_tag, None
             if ptype == PacketType.JOB_ASSIGN:
-                job = JobAssigned(args[0], args[1], b"", args[2])
+                job = JobAssigned(args[0], args[1], b"", args[2], b"", tag)
             elif ptype == PacketType.JOB_ASSIGN_UNIQ:
-                job = JobAssigned(args[0], args[1], args[2], args[3])
+                job = JobAssigned(args[0], args[1], args[2], args[3], b"", tag)
             else:
-                job = JobAssigned(args[0], args[1], args[2], args[4], args[3])
+                job = JobAssigned(args[0], args[1], args[2], args[4], args[3], tag)
             self.assigned.add(job.handle)
             return job
         if ptype == PacketType.ECHO_RES:
