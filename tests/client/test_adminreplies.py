@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from gearshift.errors import InvalidArguments, InvalidCommand, ServerError, UnknownJob
+from gearshift.errors import (
+    InvalidArguments,
+    InvalidCommand,
+    LocalProtocolError,
+    RemoteProtocolError,
+    ServerError,
+    UnknownJob,
+)
 from gearshift.protocol.adminreplies import (
+    AdminProtocol,
+    AdminReply,
     AdminReplyReader,
     FunctionStatus,
     JobInfo,
@@ -21,6 +30,7 @@ from gearshift.protocol.adminreplies import (
     parse_show_unique_jobs,
     parse_status,
     parse_workers,
+    sum_by_name,
 )
 
 
@@ -162,3 +172,42 @@ def test_short_and_odd_rows() -> None:
         WorkerInfo(12, "127.0.0.1", "id", ("f",))
     ]
     assert check_token("name", "function") == "name"
+
+
+def test_admin_protocol_tags_each_reply_with_its_command() -> None:
+    admin = AdminProtocol()
+    assert admin.command("status", tag="s") == b"status\r\n"
+    assert admin.command("version", tag="v") == b"version\r\n"
+    assert admin.pending_tags == ["s", "v"]
+    assert admin.receive_data(b"f\t1\t0\t1\n") == []  # a list reply is not complete yet
+    assert admin.receive_data(b".\nOK 1.1.20\n") == [
+        AdminReply("s", ["f\t1\t0\t1"]),
+        AdminReply("v", ["OK 1.1.20"]),
+    ]
+    assert admin.pending_tags == []
+    with pytest.raises(ValueError):
+        admin.command("status\nshutdown")
+    admin.command("getpid", tag="g")
+    assert admin.connection_lost() == ["g"]
+    with pytest.raises(LocalProtocolError):
+        admin.command("status")
+
+
+def test_admin_protocol_refuses_what_nobody_asked_for() -> None:
+    with pytest.raises(RemoteProtocolError):
+        AdminProtocol().receive_data(b"OK\n")
+    admin = AdminProtocol(max_line=10)
+    admin.command("status")
+    with pytest.raises(RemoteProtocolError):
+        admin.receive_data(b"x" * 11)
+
+
+def test_sum_by_name_adds_servers_rows_up_in_first_seen_order() -> None:
+    one = [FunctionStatus("b", 1, 0, 1), FunctionStatus("a", 2, 1, 1)]
+    two = [FunctionStatus("a", 3, 0, 2), FunctionStatus("c", 0, 0, 1)]
+    assert sum_by_name([one, two]) == [
+        FunctionStatus("b", 1, 0, 1),
+        FunctionStatus("a", 5, 1, 3),
+        FunctionStatus("c", 0, 0, 1),
+    ]
+    assert sum_by_name([[PriorityStatus("p", 1, 2, 3, 1)]] * 2) == [PriorityStatus("p", 2, 4, 6, 2)]

@@ -378,3 +378,21 @@ def test_worker_refuses_bad_names_and_unexpected_packets() -> None:
     w.echo(b"e", tag="e")
     # The echo reply skips the pending option request.
     assert w.receive_data(res(P.ECHO_RES, b"e")) == [EchoReply("e", b"e")]
+
+
+def test_worker_grab_carries_its_tag_and_is_pending_until_answered() -> None:
+    w = WorkerProtocol()
+    w.echo(b"e", tag="echo")
+    w.grab(tag="first")
+    assert w.pending_tags == ["echo", "first"]
+    [none] = w.receive_data(res(P.NO_JOB))
+    assert none == NoJob() and none.tag == "first"
+    assert w.pending_tags == ["echo"]
+    w.grab(tag="second")
+    [job] = w.receive_data(res(P.JOB_ASSIGN_UNIQ, b"H:x:1", b"f", b"u", b"d"))
+    assert isinstance(job, JobAssigned) and job.tag == "second"
+    assert job == JobAssigned(b"H:x:1", b"f", b"u", b"d")  # the tag is not part of equality
+    w.grab(tag="lost")
+    assert w.pending_tags == ["echo", "lost"]
+    w.connection_lost()
+    assert w.pending_tags == []
