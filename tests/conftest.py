@@ -1,4 +1,10 @@
-"""Shared fixtures: real gearmand and gearshift servers on free ports."""
+"""Shared fixtures (real gearmand and gearshift servers on free ports) and the fast tier.
+
+``pytest --fast`` (``make test-fast``) collects only the files listed in
+``tests/fast_tier.py`` and runs them under ``tests/guard.py``: a test that starts a
+process or connects to PostgreSQL, MariaDB or Redis fails, even if the code under
+test caught the guard's exception.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.fast_tier import FAST_FILES
+from tests.guard import FastTier
 from tests.procs import Gearmand, Gearshift, ServerProcess
 
 # 10,000-connection tests and 1,000 idle workers need file descriptors.
@@ -47,3 +55,20 @@ def make_any_server(request: pytest.FixtureRequest) -> Iterator[ServerFactory]:
     """Parametrizes a test over both servers."""
     cls = Gearshift if request.param == "gearshift" else Gearmand
     yield from _factory(cls)
+
+
+# --- the fast tier -------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="run only the fast tier (tests/fast_tier.py), failing any test that starts "
+        "a process or connects to a database",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--fast", default=False):
+        config.pluginmanager.register(FastTier(config.rootpath, FAST_FILES), "fast-tier")
