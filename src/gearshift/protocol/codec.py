@@ -1,7 +1,12 @@
 """Sans-IO encoding and incremental decoding of Gearman packets and admin lines.
 
+Everyone reads the wire with one reader, ``PacketReader``, and writes it with the
+encoders here: the server's connections, ``Decoder`` (clients, workers, the HTTP
+gateway, the load generator), and the ERROR packets of ``ERRORS``.
+
 How it works: ``Decoder.feed(data)`` returns every complete message that ``data``
-finishes, in order.  A message starting with a NUL byte is a binary packet (12-byte
+finishes, in order; ``PacketReader.feed(data)`` hands each one to its owner's handler
+instead, as it is found.  A message starting with a NUL byte is a binary packet (12-byte
 header, then the body); anything else is an admin text line ending in ``\\n`` (one
 trailing ``\\r`` stripped).  Text and binary may alternate on one connection, as
 gearmand allows.  Messages are sliced straight out of ``data``; only an unfinished
@@ -14,14 +19,15 @@ payload may not announce more than ``ARG_LIMIT`` bytes, and the arguments before
 payload must each end within ``ARG_LIMIT`` bytes, checked as they arrive; a packet
 breaking either is refused (``PacketTooLarge``) without waiting for the rest of it.
 
-Errors are raised as ``RemoteProtocolError`` subclasses; after one the decoder is
+Errors are raised as ``RemoteProtocolError`` subclasses; after one the reader is
 unusable and the caller should close the connection.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from struct import Struct
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from gearshift.errors import (
     AdminLineTooLong,
@@ -44,7 +50,10 @@ from gearshift.protocol.packets import (
 )
 
 _HEADER: Final = Struct(">4sII")
-_pack_header = _HEADER.pack
+#: ``pack_header(magic, type, body_length)``: the 12-byte header.  Public so that the
+#: scheduler's per-job encodings, inlined for speed, build headers with this one.
+pack_header: Final = _HEADER.pack
+_pack_header = pack_header
 _unpack_header = _HEADER.unpack_from
 
 DEFAULT_MAX_LINE: Final = 65536
@@ -72,8 +81,10 @@ class AdminLine(bytes):
 Event = Packet | AdminLine
 
 
-#: From this payload size up a packet is built with one copy, not two (join, then add).
-_ONE_COPY = 64 * 1024
+#: From this payload size up a packet is built with one copy, not two (join, then add),
+#: and ``response_parts`` keeps the payload as a piece of its own (never copied).
+LARGE_PAYLOAD: Final = 64 * 1024
+_ONE_COPY = LARGE_PAYLOAD
 
 
 def encode(ptype: int, *args: bytes, magic: bytes = REQ) -> bytes:
@@ -112,9 +123,61 @@ def encode_header(ptype: int, body_length: int, magic: bytes = RES) -> bytes:
     return _pack_header(magic, ptype, body_length)
 
 
+def response_parts(ptype: int, *args: bytes) -> list[bytes]:
+    """A ``\\0RES`` packet as the pieces to queue for a peer: one piece, or, when its
+    last argument is ``LARGE_PAYLOAD`` or more, the header and leading arguments, then
+    the payload itself (so a large result is handed to the transport uncopied)."""
+    data = args[-1]
+    if len(data) < LARGE_PAYLOAD:
+        body = b"\0".join(args)
+        return [_pack_header(RES, ptype, len(body)) + body]
+    head = b"\0".join(args[:-1]) + b"\0" if len(args) > 1 else b""
+    return [_pack_header(RES, ptype, len(head) + len(data)) + head, data]
+
+
 def encode_error(code: bytes, text: bytes) -> bytes:
     """An ERROR packet as gearmand sends it."""
     return encode_response(PacketType.ERROR, code, text)
+
+
+#: Every ERROR packet the server sends with a fixed text: name -> (code, text), as
+#: gearmand words them where gearmand has them.  ``ERRORS`` holds them encoded.
+ERROR_TEXTS: Final[dict[str, tuple[bytes, bytes]]] = {
+    "NOT_EXPECTED": (b"INVALID_COMMAND", b"Command not expected"),
+    "MAGIC": (b"INVALID_MAGIC", b"Request magic expected"),
+    "UNIQUE_TOO_LARGE": (b"ARGUMENT_TOO_LARGE", b"Unique value too large"),
+    "HANDLE_TOO_LARGE": (
+        b"ARGUMENT_TOO_LARGE",
+        b"Error occurred due to GEARMAND_JOB_HANDLE_SIZE being too small from snprintf",
+    ),
+    "QUEUE_FULL": (b"QUEUE_ERROR", b"Job queue is full"),
+    "UNKNOWN_OPTION": (b"UNKNOWN_OPTION", b"Server does not recognize given option"),
+    "NOT_FOUND_DATA": (b"JOB_NOT_FOUND", b"Job does not exist on server"),
+    "NOT_FOUND_RESULT": (b"JOB_NOT_FOUND", b"Job given in work result not found"),
+    "NOT_FOUND_EXCEPTION": (
+        b"JOB_NOT_FOUND",
+        b"An exception was received for a job that does not exist",
+    ),
+    # gearmand's strtoll sets ERANGE and drops the connection; gearshift refuses that
+    # job alone.
+    "BAD_EPOCH": (b"INVALID_ARGUMENTS", b"Epoch time out of range"),
+    # Nothing was queued, so a client may take the job to another server.
+    "DRAINING": (
+        b"SHUTDOWN_GRACEFUL",
+        b"Server is shutting down: submit the job to another server",
+    ),
+    "PERMISSION_DENIED": (b"PERMISSION_DENIED", b"Not authorised for this function"),
+}
+
+#: ``ERROR_TEXTS`` encoded once: name -> the ERROR packet.
+ERRORS: Final[dict[str, bytes]] = {
+    name: encode_error(code, text) for name, (code, text) in ERROR_TEXTS.items()
+}
+
+
+def queue_error(reason: bytes) -> bytes:
+    """The ERROR packet for a store that failed to take a job (its reason as text)."""
+    return encode_error(b"QUEUE_ERROR", reason or b"QUEUE_ERROR")
 
 
 def encode_admin(line: str | bytes) -> bytes:
@@ -123,18 +186,58 @@ def encode_admin(line: str | bytes) -> bytes:
     return raw + b"\r\n"
 
 
-class Decoder:
-    """Incremental decoder for one direction of one connection.
+#: A handler of the packets of one type: ``handler(owner, args)``.
+Handler = Callable[[Any, list[bytes]], object]
+
+
+class PacketReader:
+    """The one reader of a Gearman byte stream: every limit and error is here.
+
+    ``feed(data)`` finds each complete message in ``data`` (and in the unfinished tail
+    it keeps from the previous call) and, as it finds it, either hands it over or
+    collects it:
+
+    * collecting (``requests`` is None, as ``Decoder`` uses it): ``Packet`` and
+      ``AdminLine`` objects are appended to ``out``;
+    * dispatching (as the server uses it): a packet runs
+      ``requests[type](owner, args)`` (``responses`` for a ``\\0RES`` packet) and an
+      admin line ``on_admin(line)``, straight from the bytes: no Packet object, no
+      list of events, no copy of the buffer per packet.  Reading stops as soon as
+      ``owner.closed`` is true.  The tables are read per packet, so a handler may swap
+      them (a connection that must hold its requests back does).
+
+    A packet whose body is larger than ``big_packet`` and whose leading arguments have
+    arrived is handed to ``on_large(type, request, leading_args, payload_start, size)``
+    when set, so that its owner receives the payload on its own; otherwise it waits in
+    the reader's buffer like any unfinished message.
 
     Args:
-        max_packet_size: the largest body accepted (default 1 GiB, at most 4 GiB - 1);
-            whatever it is, types without a payload are held to ``packets.ARG_LIMIT``.
-        max_line: the longest admin text line accepted.
-        allow_admin: treat a message starting with a non-NUL byte as an admin line
-            (a server does; a client reading a binary reply stream does not).
+        max_packet_size: the largest body accepted.
+        max_line: the longest admin line accepted, without its terminator.
+        allow_admin: a message starting with a non-NUL byte is an admin line (a server
+            reads them; a client reading replies does not).
+
+    Raises (from ``feed``): ``RemoteProtocolError`` subclasses; the reader is unusable
+    afterwards.  Whatever a handler raises propagates too.
     """
 
-    __slots__ = ("_buf", "_need", "max_packet_size", "max_line", "allow_admin")
+    __slots__ = (
+        "buf",
+        "need",
+        "max_packet_size",
+        "plain_limit",
+        "line_limit",
+        "allow_admin",
+        "out",
+        "collect",
+        "owner",
+        "requests",
+        "responses",
+        "counts",
+        "on_admin",
+        "on_large",
+        "big_packet",
+    )
 
     def __init__(
         self,
@@ -146,18 +249,223 @@ class Decoder:
         if not 0 < max_packet_size <= MAX_PACKET_LIMIT:
             raise ValueError(f"max_packet_size must be 1..{MAX_PACKET_LIMIT}")
         #: The start of an unfinished message, kept between calls.
-        self._buf = bytearray()
+        self.buf = bytearray()
         #: Bytes the buffered message needs before parsing is worth trying;
         #: 0 for an unfinished admin line (parse again once a newline arrives).
-        self._need = 0
+        self.need = 0
         self.max_packet_size = max_packet_size
-        self.max_line = max_line
+        #: Bodies up to this size need no closer look: no type's limit is below it.
+        #: One compare per packet against it keeps every size check off the hot path.
+        self.plain_limit = min(ARG_LIMIT, max_packet_size)
+        #: The longest admin line with its ``\\n``.
+        self.line_limit = max_line + 1
         self.allow_admin = allow_admin
+        self.out: list[Event] = []
+        #: ``out`` while collecting, None while dispatching.
+        self.collect: list[Event] | None = self.out
+        self.owner: Any = None
+        self.requests: Sequence[Handler] | None = None
+        self.responses: Sequence[Handler] = ()
+        #: Messages read per packet type (0: admin lines), when dispatching.
+        self.counts: list[int] = [0] * (MAX_PACKET_TYPE + 1)
+        self.on_admin: Callable[[AdminLine], object] | None = None
+        self.on_large: Callable[[int, bool, list[bytes], memoryview, int], object] | None = None
+        self.big_packet = MAX_PACKET_LIMIT
+
+    def dispatch_to(
+        self,
+        owner: Any,
+        requests: Sequence[Handler],
+        responses: Sequence[Handler],
+        on_admin: Callable[[AdminLine], object],
+        *,
+        counts: list[int] | None = None,
+        on_large: Callable[[int, bool, list[bytes], memoryview, int], object] | None = None,
+        big_packet: int = MAX_PACKET_LIMIT,
+    ) -> None:
+        """Hand messages to ``owner``'s handlers instead of collecting them."""
+        self.owner = owner
+        self.collect = None
+        self.requests = requests
+        self.responses = responses
+        self.on_admin = on_admin
+        if counts is not None:
+            self.counts = counts
+        self.on_large = on_large
+        self.big_packet = big_packet
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet read as messages."""
+        return len(self.buf)
+
+    def feed(self, data: bytes) -> None:
+        """Read ``data``: hand over (or collect) every message it completes, in order."""
+        # Speed: in the common case (nothing buffered) messages are sliced straight
+        # out of ``data``; only an unfinished tail is copied into the buffer, and a
+        # body arriving in pieces is not looked at again until it is complete.
+        buf = self.buf
+        if buf:
+            buf += data
+            need = self.need
+            if len(buf) < need:
+                return
+            if not need and b"\n" not in data and len(buf) < self.line_limit:
+                # Still inside an admin line (the parse below refuses one too long).
+                return
+            data = bytes(buf)
+            buf.clear()
+        collect = self.collect
+        owner = self.owner
+        counts = self.counts
+        plain_limit = self.plain_limit
+        pos = 0
+        end = len(data)
+        while pos < end:
+            if data[pos]:
+                pos = self._line(data, pos, end)
+                if pos < 0:
+                    return
+                continue
+            if end - pos < HEADER_SIZE:
+                if end - pos >= 4 and data[pos : pos + 4] not in (REQ, RES):
+                    raise InvalidMagic(f"bad magic {data[pos : pos + 4]!r}")
+                buf += memoryview(data)[pos:]
+                self.need = HEADER_SIZE
+                return
+            magic, ptype, size = _unpack_header(data, pos)
+            if magic != REQ and magic != RES:
+                raise InvalidMagic(f"bad magic {magic!r}")
+            if not 0 < ptype <= MAX_PACKET_TYPE:
+                raise UnknownPacketType(f"unknown packet type {ptype}")
+            start = pos + HEADER_SIZE
+            stop = start + size
+            if size > plain_limit:
+                # Rare: only a body this large can break the configured maximum or its
+                # type's limits (``leading_args`` raises if it does).
+                if size > self.max_packet_size:
+                    raise PacketTooLarge(
+                        f"packet type {ptype} body of {size} bytes exceeds {self.max_packet_size}"
+                    )
+                split = leading_args(data, ptype, size, start, stop if stop < end else end)
+                if stop > end:
+                    self._partial_large(data, pos, end, stop, ptype, magic == REQ, split)
+                    return
+            elif stop > end:
+                buf += memoryview(data)[pos:]
+                self.need = stop - pos
+                return
+            argc = ARGC[ptype]
+            if argc == 0:
+                args: list[bytes] = []
+            elif argc == 1:
+                args = [data[start:stop]]
+            else:
+                args = data[start:stop].split(b"\0", argc - 1)
+                if len(args) != argc:
+                    raise MalformedPacket(
+                        f"{PacketType(ptype).name} needs {argc} arguments, got {len(args)}"
+                    )
+            pos = stop
+            if collect is not None:
+                collect.append(_new_packet(Packet, (ptype, tuple(args), magic == REQ)))
+                continue
+            counts[ptype] += 1
+            (self.requests if magic == REQ else self.responses)[ptype](owner, args)  # type: ignore[index]
+            if owner.closed:
+                return
+
+    def _line(self, data: bytes, pos: int, end: int) -> int:
+        """The admin line at ``pos``: where the next message starts, or -1 to stop."""
+        if not self.allow_admin:
+            raise InvalidMagic(f"expected a binary packet, got {data[pos : pos + 4]!r}")
+        limit = self.line_limit
+        nl = data.find(b"\n", pos, pos + limit)
+        if nl < 0:
+            if end - pos >= limit:
+                # gearmand reads admin lines into an 8 KiB buffer and drops the
+                # connection when one does not fit.
+                raise AdminLineTooLong(f"admin line longer than {limit - 1} bytes")
+            self.buf += memoryview(data)[pos:]
+            self.need = 0
+            return -1
+        stop = nl - 1 if nl > pos and data[nl - 1] == 13 else nl
+        line = AdminLine(data[pos:stop])
+        collect = self.collect
+        if collect is not None:
+            collect.append(line)
+            return nl + 1
+        self.counts[0] += 1
+        self.on_admin(line)  # type: ignore[misc]
+        return -1 if self.owner.closed else nl + 1
+
+    def _partial_large(
+        self,
+        data: bytes,
+        pos: int,
+        end: int,
+        stop: int,
+        ptype: int,
+        request: bool,
+        split: tuple[list[bytes], int] | None,
+    ) -> None:
+        """Keep the unfinished packet ``data[pos:stop]`` (body above ``ARG_LIMIT``) of
+        which ``data[pos:end]`` is here, without reserving more than that.
+
+        ``split`` is what ``leading_args`` found: the arguments before the payload and
+        where it starts, or None while they are still arriving (looked at again with the
+        next byte, so one too long is refused then).  A payload larger than
+        ``big_packet`` whose arguments are known goes to ``on_large``; a smaller packet
+        waits in the buffer.
+        """
+        on_large = self.on_large
+        if split is None or stop - pos <= self.big_packet or on_large is None:
+            self.buf += memoryview(data)[pos:end]
+            self.need = end - pos + 1 if split is None else stop - pos
+            return
+        heads, at = split
+        on_large(ptype, request, heads, memoryview(data)[at:end], stop - at)
+
+
+class Decoder:
+    """Incremental decoder for one direction of one connection: a collecting
+    ``PacketReader``.
+
+    Args:
+        max_packet_size: the largest body accepted (default 1 GiB, at most 4 GiB - 1);
+            whatever it is, types without a payload are held to ``packets.ARG_LIMIT``.
+        max_line: the longest admin text line accepted.
+        allow_admin: treat a message starting with a non-NUL byte as an admin line
+            (a server does; a client reading a binary reply stream does not).
+    """
+
+    __slots__ = ("_reader",)
+
+    def __init__(
+        self,
+        max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+        *,
+        max_line: int = DEFAULT_MAX_LINE,
+        allow_admin: bool = True,
+    ) -> None:
+        self._reader = PacketReader(max_packet_size, max_line=max_line, allow_admin=allow_admin)
+
+    @property
+    def max_packet_size(self) -> int:
+        return self._reader.max_packet_size
+
+    @property
+    def max_line(self) -> int:
+        return self._reader.line_limit - 1
+
+    @property
+    def allow_admin(self) -> bool:
+        return self._reader.allow_admin
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as messages."""
-        return len(self._buf)
+        return len(self._reader.buf)
 
     def feed(self, data: bytes) -> list[Event]:
         """Add received bytes; return the complete messages they finish, in order.
@@ -165,85 +473,10 @@ class Decoder:
         Raises:
             RemoteProtocolError: a subclass naming what was wrong with the input.
         """
-        # Speed: in the common case (nothing buffered) messages are sliced straight
-        # out of ``data``; only an unfinished tail is copied into the buffer, and a
-        # large body arriving in pieces is not looked at until it is complete.
-        buf = self._buf
-        if buf:
-            buf += data
-            if len(buf) < self._need:
-                return []
-            if not self._need and b"\n" not in data and len(buf) <= self.max_line:
-                # Still inside an admin line (the parse below raises if it grew too long).
-                return []
-            src = bytes(buf)
-            buf.clear()
-        else:
-            src = bytes(data)
-        out: list[Event] = []
-        pos = 0
-        end = len(src)
-        while pos < end:
-            if src[pos]:
-                if not self.allow_admin:
-                    raise InvalidMagic(f"expected a binary packet, got {src[pos : pos + 4]!r}")
-                nl = src.find(b"\n", pos)
-                if nl < 0:
-                    if end - pos > self.max_line:
-                        raise AdminLineTooLong(f"admin line longer than {self.max_line} bytes")
-                    self._need = 0
-                    break
-                stop = nl - 1 if nl > pos and src[nl - 1] == 13 else nl
-                out.append(AdminLine(src[pos:stop]))
-                pos = nl + 1
-                continue
-            if end - pos < HEADER_SIZE:
-                if end - pos >= 4 and src[pos : pos + 4] not in (REQ, RES):
-                    raise InvalidMagic(f"bad magic {src[pos : pos + 4]!r}")
-                self._need = HEADER_SIZE
-                break
-            magic, ptype, size = _unpack_header(src, pos)
-            if magic != REQ and magic != RES:
-                raise InvalidMagic(f"bad magic {magic!r}")
-            if not 0 < ptype <= MAX_PACKET_TYPE:
-                raise UnknownPacketType(f"unknown packet type {ptype}")
-            if size > self.max_packet_size:
-                raise PacketTooLarge(
-                    f"packet type {ptype} body of {size} bytes exceeds {self.max_packet_size}"
-                )
-            start = pos + HEADER_SIZE
-            stop = start + size
-            if size > ARG_LIMIT:
-                # Only a body this large can break a type's limits (raises if it does).
-                if leading_args(src, ptype, size, start, stop if stop < end else end) is None:
-                    if stop > end:
-                        # The arguments before the payload are still arriving: look
-                        # again at the next byte, not only once the whole body is here.
-                        self._need = end - pos + 1
-                        break
-            if stop > end:
-                self._need = HEADER_SIZE + size
-                break
-            argc = ARGC[ptype]
-            if argc == 1:
-                args: tuple[bytes, ...] = (src[start:stop],)
-            elif argc == 0:
-                args = ()
-            else:
-                parts: list[bytes] = []
-                at = start
-                for _ in range(argc - 1):
-                    nul = src.find(b"\0", at, stop)
-                    if nul < 0:
-                        raise MalformedPacket(
-                            f"{PacketType(ptype).name} needs {argc} arguments, got {len(parts) + 1}"
-                        )
-                    parts.append(src[at:nul])
-                    at = nul + 1
-                parts.append(src[at:stop])
-                args = tuple(parts)
-            out.append(_new_packet(Packet, (ptype, args, magic == REQ)))
-            pos = stop
-        if pos < end:
-            buf += memoryview(src)[pos:] if pos else src
+        reader = self._reader
+        reader.feed(data if type(data) is bytes else bytes(data))
+        out = reader.out
+        if not out:
+            return []
+        reader.out = reader.collect = []
         return out

@@ -7,13 +7,14 @@ NUL bytes.  Nothing else in the codec knows a packet's layout.
 
 The size limits each type's arguments must keep (``ARG_LIMIT``, ``PAYLOAD_TYPES``,
 ``BODY_LIMIT``, ``leading_args``) are here too, in one place for every reader: the
-server's and ``codec.Decoder``.
+server's and ``codec.Decoder``, both ``codec.PacketReader``.  So are the layouts of the
+submit types (``SUBMITS``).
 """
 
 from __future__ import annotations
 
 import enum
-from typing import Final
+from typing import Final, NamedTuple
 
 from gearshift.errors import PacketTooLarge
 
@@ -285,12 +286,44 @@ class Priority(enum.IntEnum):
     LOW = 2
 
 
-#: (priority, background) -> the submit packet that asks for it.
+class SubmitLayout(NamedTuple):
+    """What a submit packet asks for, and where its arguments are.
+
+    Every submit starts with the function and the unique; the other positions are
+    argument indexes, 0 when the type has no such argument (index 0 is always the
+    function, so 0 can mean "none").
+    """
+
+    priority: Priority
+    background: bool
+    #: Index of the epoch time (SUBMIT_JOB_EPOCH), or 0.
+    epoch: int
+    #: Index of the reducer (SUBMIT_REDUCE_JOB*), or 0.  The aggregator after it is
+    #: accepted and ignored, as gearmand does.
+    reducer: int
+    #: Index of the payload: always the last argument.
+    data: int
+
+
+#: The submit types the server accepts, and their layouts: the one place that knows
+#: them (the scheduler's submit handlers, the durable submit path and the HTTP gateway
+#: read it).  SUBMIT_JOB_SCHED is not here: gearmand answers it "Command not expected",
+#: and so does gearshift.
+SUBMITS: Final[dict[PacketType, SubmitLayout]] = {
+    PacketType.SUBMIT_JOB: SubmitLayout(Priority.NORMAL, False, 0, 0, 2),
+    PacketType.SUBMIT_JOB_HIGH: SubmitLayout(Priority.HIGH, False, 0, 0, 2),
+    PacketType.SUBMIT_JOB_LOW: SubmitLayout(Priority.LOW, False, 0, 0, 2),
+    PacketType.SUBMIT_JOB_BG: SubmitLayout(Priority.NORMAL, True, 0, 0, 2),
+    PacketType.SUBMIT_JOB_HIGH_BG: SubmitLayout(Priority.HIGH, True, 0, 0, 2),
+    PacketType.SUBMIT_JOB_LOW_BG: SubmitLayout(Priority.LOW, True, 0, 0, 2),
+    PacketType.SUBMIT_JOB_EPOCH: SubmitLayout(Priority.NORMAL, True, 2, 0, 3),
+    PacketType.SUBMIT_REDUCE_JOB: SubmitLayout(Priority.NORMAL, False, 0, 2, 4),
+    PacketType.SUBMIT_REDUCE_JOB_BACKGROUND: SubmitLayout(Priority.NORMAL, True, 0, 2, 4),
+}
+
+#: (priority, background) -> the plain submit packet that asks for it.
 SUBMIT_TYPES: Final[dict[tuple[Priority, bool], PacketType]] = {
-    (Priority.NORMAL, False): PacketType.SUBMIT_JOB,
-    (Priority.HIGH, False): PacketType.SUBMIT_JOB_HIGH,
-    (Priority.LOW, False): PacketType.SUBMIT_JOB_LOW,
-    (Priority.NORMAL, True): PacketType.SUBMIT_JOB_BG,
-    (Priority.HIGH, True): PacketType.SUBMIT_JOB_HIGH_BG,
-    (Priority.LOW, True): PacketType.SUBMIT_JOB_LOW_BG,
+    (layout.priority, layout.background): ptype
+    for ptype, layout in SUBMITS.items()
+    if not layout.epoch and not layout.reducer
 }
