@@ -19,7 +19,9 @@ Synchronous tests (the server runs its own event loop in a background thread)::
                 ...
 
 Keyword arguments are ``ServerConfig`` fields; ``queue_type`` defaults to the memory
-store so that tests leave nothing behind.
+store so that tests leave nothing behind.  The server is built as the command line
+builds it (``server.build.build_server``): with the HTTP listener when ``http=True``,
+and the cluster when the store is clustered.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
+from gearshift.server.build import build_server
 from gearshift.server.config import ServerConfig
 from gearshift.server.server import GearmanServer
 from gearshift.store import Store
@@ -69,7 +72,7 @@ async def serve(*, store: Store | None = None, **options: Any) -> AsyncIterator[
         store: a Store instance to use instead of the one ``queue_type`` names.
         **options: ``ServerConfig`` fields (``job_retries=2``, ``exceptions=True``...).
     """
-    server = GearmanServer(_config(options), store=store)
+    server = build_server(_config(options), store=store)
     await server.start()
     try:
         yield RunningServer(server)
@@ -115,7 +118,7 @@ class ServerThread:
             loop.close()
 
     async def _main(self) -> None:
-        server = GearmanServer(self._config, store=self._store)
+        server = build_server(self._config, store=self._store)
         try:
             await server.start()
         except BaseException as exc:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gearshift.protocol.codec import Decoder, Packet
-from gearshift.server.jobs import Peer, Scheduler
+from gearshift.server.model import CheckedJob, Peer
+from gearshift.server.scheduler import Scheduler
 
 
 class FakeTimer:
@@ -55,6 +56,8 @@ class FakeClock:
 def make(**options: object) -> tuple[Scheduler, FakeClock]:
     clock = FakeClock()
     options.setdefault("handle_prefix", b"H:t")
+    # Every state change a test makes the scheduler do is checked against the table.
+    options.setdefault("job_type", CheckedJob)
     sched = Scheduler(clock, clock, **options)  # type: ignore[arg-type]
     return sched, clock
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gearshift.records import StoredJob
-from gearshift.server.jobs import DropPeer, Scheduler, atoi
+from gearshift.server.scheduler import DropPeer, Scheduler, atoi
 from tests.server.fakes import make, peer, take
 from tests.server.helpers import T
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gearshift.records import StoredJob
-from gearshift.server.jobs import Job, Peer
+from gearshift.server.model import Job, Peer
 from tests.server.fakes import make, peer, take
 from tests.server.helpers import T
 from tests.server.test_jobs import grab, submit

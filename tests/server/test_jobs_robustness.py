@@ -4,7 +4,8 @@ and draining for shutdown.  Plain calls and a fake clock, no sockets."""
 from __future__ import annotations
 
 from gearshift.records import StoredJob
-from gearshift.server.jobs import INT64_MAX, Peer, Scheduler, strtoll
+from gearshift.server.model import Peer
+from gearshift.server.scheduler import INT64_MAX, Scheduler, strtoll
 from tests.server.fakes import FakeClock, make, peer, take
 from tests.server.helpers import T
 

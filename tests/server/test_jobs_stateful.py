@@ -8,7 +8,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from gearshift.server.jobs import Peer
+from gearshift.server.model import Peer
 from tests.server.fakes import make, peer, take
 from tests.server.helpers import T
 

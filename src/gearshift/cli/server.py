@@ -21,8 +21,8 @@ from typing import TextIO
 
 from gearshift._version import __version__
 from gearshift.errors import ConfigError, GearmanError
+from gearshift.server.build import build_server
 from gearshift.server.config import ParsedArgs, ServerConfig, build_parser, parse_args
-from gearshift.server.server import GearmanServer
 from gearshift.store import open_store
 
 logger = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ def _tune_gc() -> None:
 
 
 async def _run(cfg: ServerConfig, log: LogFile) -> int:
-    server = GearmanServer(cfg)
+    server = build_server(cfg)
     loop = asyncio.get_running_loop()
     # Handlers go in before the listener opens: whoever sees the port may signal us.
     loop.add_signal_handler(signal.SIGTERM, server.request_shutdown, False)

@@ -172,7 +172,7 @@ def build_app(server: GearmanServer) -> web.Application:
             return _json({"error": str(exc)}, 503)
 
     async def api_cluster(request: web.Request) -> web.StreamResponse:
-        node = server.cluster
+        node = cluster.node_of(server)
         if node is None:
             return _json({"error": "this server's store is not clustered"}, 404)
         try:
@@ -217,26 +217,30 @@ def build_app(server: GearmanServer) -> web.Application:
 
 
 class HttpService:
-    """The running HTTP listener of a GearmanServer."""
+    """The HTTP listener of a GearmanServer: one of its optional services
+    (``gearshift.server.service.Service``)."""
 
-    def __init__(self, server: GearmanServer) -> None:
-        self.server = server
+    def __init__(self) -> None:
         self.runner: web.AppRunner | None = None
         self.addresses: list[tuple[str, int]] = []
 
-    async def start(self) -> list[tuple[str, int]]:
-        """Listen on the configured address and port; return the bound addresses.
+    def prepare(self, server: GearmanServer) -> None:
+        """Nothing to do before the store opens."""
+
+    async def start(self, server: GearmanServer) -> None:
+        """Listen on the configured address and port; the bound addresses go to
+        ``server.http_addresses``.
 
         Raises:
             OSError: the address cannot be bound.
             ConfigError: the port is out of range.
         """
-        cfg = self.server.config
+        cfg = server.config
         if not 0 <= cfg.http_port <= 65535:
             raise ConfigError(f"invalid HTTP port {cfg.http_port}")
         # handler_cancellation: a client hanging up detaches it from its job.
         runner = web.AppRunner(
-            build_app(self.server), access_log=None, shutdown_timeout=1.0, handler_cancellation=True
+            build_app(server), access_log=None, shutdown_timeout=1.0, handler_cancellation=True
         )
         await runner.setup()
         host = cfg.http_listen if cfg.http_listen is not None else cfg.listen
@@ -249,24 +253,29 @@ class HttpService:
                     runner,
                     host=name,
                     port=cfg.http_port,
-                    ssl_context=self.server.tls_context,
+                    ssl_context=server.tls_context,
                     backlog=cfg.backlog,
                     reuse_address=True,
                 )
                 await site.start()
-                server = site._server
-                if isinstance(server, asyncio.Server):
-                    for sock in server.sockets:
+                listener = site._server
+                if isinstance(listener, asyncio.Server):
+                    for sock in listener.sockets:
                         addr = sock.getsockname()
                         self.addresses.append((str(addr[0]), int(addr[1])))
         except BaseException:
             await self.close()
             raise
+        server.http_addresses = list(self.addresses)
         logger.info("HTTP on %s", ", ".join(f"{h}:{p}" for h, p in self.addresses))
-        return list(self.addresses)
+
+    async def stop(self) -> None:
+        """Stop listening and end open requests (event streams included): the server
+        is shutting down."""
+        await self.close()
 
     async def close(self) -> None:
-        """Stop listening and end open requests (event streams included)."""
+        """Stop listening and end open requests, if not done yet."""
         if self.runner is not None:
             runner, self.runner = self.runner, None
             await runner.cleanup()

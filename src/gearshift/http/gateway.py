@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
-from gearshift.protocol.codec import Decoder, Packet, encode_error
-from gearshift.protocol.packets import PacketType
-from gearshift.server.jobs import HIGH, LOW, NORMAL, Job, Peer
+from gearshift.protocol.codec import Decoder, Packet
+from gearshift.protocol.packets import SUBMIT_TYPES, PacketType, Priority
+from gearshift.server.durable import store_job
+from gearshift.server.model import Job, Peer
 from gearshift.tls import peer_identity
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ __all__ = ["HttpPeer", "submit"]
 logger = logging.getLogger(__name__)
 
 _T = PacketType
-_PRIORITIES: Final = {"high": HIGH, "low": LOW, "normal": NORMAL}
+_PRIORITIES: Final = {"high": Priority.HIGH, "low": Priority.LOW, "normal": Priority.NORMAL}
 #: ERROR codes -> HTTP status of the refusal.
 _ERROR_STATUS: Final = {
     b"QUEUE_ERROR": 503,
@@ -146,15 +146,20 @@ async def submit(request: web.Request, server: GearmanServer) -> web.StreamRespo
     headers = request.headers
     unique = headers.get("X-Gearman-Unique", "-").encode("utf-8", "surrogateescape")
     background = headers.get("X-Gearman-Background", "").strip().lower() == "true"
-    priority = _PRIORITIES.get(headers.get("X-Gearman-Priority", "").strip().lower(), NORMAL)
+    priority = _PRIORITIES.get(
+        headers.get("X-Gearman-Priority", "").strip().lower(), Priority.NORMAL
+    )
+    # The request as the submit packet that asks for the same (``packets.SUBMITS``).
+    ptype = SUBMIT_TYPES[(priority, background)]
     data = await request.read() if request.method in ("POST", "PUT") else b""
     host, fd, identity = _peer_info(request)
     sched = server.scheduler
     peer = HttpPeer(host, fd, identity, server.config.max_packet_size)
     sched.connect(peer)
     try:
+        args = (function, unique, data)
         if background and server.persistent:
-            job = sched.submit(peer, function, unique, data, priority, True, defer=True)
+            job = sched.submit_request(peer, ptype, args, defer=True)
             sched.flush()
             if job is not None:
                 # Shielded: a client hanging up must not leave the job half-stored.
@@ -162,7 +167,7 @@ async def submit(request: web.Request, server: GearmanServer) -> web.StreamRespo
                 server.track(task)
                 await asyncio.shield(task)
         else:
-            sched.submit(peer, function, unique, data, priority, background)
+            sched.submit_request(peer, ptype, args)
             sched.flush()
         first = await peer.created
         if first.type == _T.ERROR:
@@ -188,15 +193,9 @@ async def _persist(server: GearmanServer, peer: HttpPeer, job: Job) -> None:
     """Make a deferred background job durable, as the binary protocol does."""
     sched = server.scheduler
     stored = sched.stored_record(job)
-    started = time.monotonic()
-    try:
-        await server.store.add(stored)
-    except Exception as exc:
-        logger.error("store add failed for %s: %s", job.handle.decode(errors="replace"), exc)
-        sched.abort(job, peer, encode_error(b"QUEUE_ERROR", str(exc).encode() or b"QUEUE_ERROR"))
-    else:
-        events = server.job_events
-        if events is not None:
-            events.stored(job.func.name, time.monotonic() - started)
+    error = await store_job(server, job, stored)
+    if error is None:
         sched.activate(job, peer, stored)
+    else:
+        sched.abort(job, peer, error)
     sched.flush()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from gearshift.server.jobs import Job, Peer
+from gearshift.server.model import Job, Peer
 
 if TYPE_CHECKING:
     from gearshift.server.server import GearmanServer

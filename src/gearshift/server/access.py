@@ -38,7 +38,7 @@ from gearshift.errors import ConfigError
 from gearshift.server.throttle import LogThrottle
 
 if TYPE_CHECKING:
-    from gearshift.server.jobs import Peer
+    from gearshift.server.model import Peer
 
 __all__ = ["PROTECTED_ADMIN", "AccessPolicy", "FunctionRule", "PeerGate", "is_loopback"]
 

@@ -2,9 +2,12 @@
 
 How it works (the SQL and its locking are in ``gearshift.store.postgres``):
 
+- Plugging in: ``ClusterService`` is one of the server's optional services
+  (``server.service``); it adds the store's admin commands to every server, and runs a
+  ``ClusterNode`` when the store is clustered.
 - Start-up: the store joins the cluster when it opens (a lease row, a new epoch), then
-  the server replays the jobs this node still holds.  ``prepare`` names the node
-  (``host:port`` unless ``--cluster-node`` says otherwise) before that happens.
+  the server replays the jobs this node still holds.  ``ClusterService.prepare`` names
+  the node (``host:port`` unless ``--cluster-node`` says otherwise) before that happens.
 - Heartbeat: every ``heartbeat`` seconds the lease is renewed.  The renewal only
   succeeds while the lease is still valid, so a server that was paused or cut off
   for longer than its lease learns that it lost it.
@@ -24,7 +27,7 @@ How it works (the SQL and its locking are in ``gearshift.store.postgres``):
   heartbeat).
 - Admin: ``cluster`` lists the members, ``show store`` names the store in use and
   ``show stored jobs [N]`` lists what the store holds; these read the database, so
-  they are answered asynchronously (``admin_later``).
+  they are answered asynchronously (the admin table takes a coroutine for a reply).
 
 Delivery is at-least-once: a job that was running on a server that died is run again
 by the server that takes it over.
@@ -36,11 +39,12 @@ import asyncio
 import dataclasses
 import logging
 import socket
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from gearshift.protocol import admin as text
 from gearshift.records import StoredJob
+from gearshift.server.admin import AdminHost, Reply
+from gearshift.server.model import Peer
 
 if TYPE_CHECKING:
     from gearshift.server.server import GearmanServer
@@ -55,19 +59,56 @@ STORED_JOBS_MAX = 100_000
 _ADOPT_CHUNK = 2000
 
 
-def prepare(server: GearmanServer) -> ClusterNode | None:
-    """Before the store opens: name this node and return its cluster runner, if any."""
-    store = server.store
-    cluster = store.cluster
-    if cluster is not None and not cluster.node:
-        host = socket.gethostname() or "localhost"
-        port = server.config.port
-        node = f"{host}:{port}" if port else f"{host}:pid{server.getpid()}"
-        store.cluster = dataclasses.replace(cluster, node=node)
-    logger.info("queue store: %s", store.describe())
-    if cluster is None:
-        return None
-    return ClusterNode(server, store)  # type: ignore[arg-type]
+class ClusterService:
+    """The server's store and cluster service: admin commands about the store on every
+    server, and the lease, fencing and takeover when the store is clustered."""
+
+    def __init__(self) -> None:
+        self.server: GearmanServer | None = None
+        #: The cluster runner, once started (None: the store is not clustered).
+        self.node: ClusterNode | None = None
+
+    def prepare(self, server: GearmanServer) -> None:
+        """Before the store opens: add the admin commands, name this node."""
+        self.server = server
+        server.admin.add("cluster", self._cluster_command)
+        server.admin.add("show store", _show_store)
+        server.admin.add("show stored jobs", _show_stored_jobs)
+        store = server.store
+        cluster = store.cluster
+        if cluster is not None and not cluster.node:
+            host = socket.gethostname() or "localhost"
+            port = server.config.port
+            node = f"{host}:{port}" if port else f"{host}:pid{server.getpid()}"
+            store.cluster = dataclasses.replace(cluster, node=node)
+
+    async def start(self, server: GearmanServer) -> None:
+        """After the replay: run the lease and the takeover, if the store is clustered."""
+        if server.store.cluster is None:
+            return
+        self.node = ClusterNode(server, server.store)  # type: ignore[arg-type]
+        await self.node.start()
+
+    async def stop(self) -> None:
+        """Nothing: the lease is held until the server's last job is settled."""
+
+    async def close(self) -> None:
+        """End the lease, so the others take over what is left at once."""
+        if self.node is not None:
+            await self.node.close()
+
+    def _cluster_command(self, host: AdminHost, peer: Peer, tokens: list[bytes]) -> Reply | None:
+        if len(tokens) != 1:
+            return None
+        return _cluster_reply(self.node)
+
+
+def node_of(server: GearmanServer) -> ClusterNode | None:
+    """The cluster runner of ``server``, if its store is clustered."""
+    for service in server.services:
+        if isinstance(service, ClusterService):
+            return service.node
+    return None
 
 
 class ClusterNode:
@@ -340,44 +381,37 @@ async def stored_jobs_view(server: GearmanServer, limit: int) -> list[dict[str, 
 
 
 # ---------------------------------------------------------------------- admin
+#
+# ``cluster``: one row per member: node, epoch, state (self/alive/expired), seconds
+# since its last renewal, seconds left on its lease, jobs it holds, address.
+# ``show store``: the store in use.  ``show stored jobs [N]``: up to N (default 1000)
+# stored jobs: key, function, unique, priority, epoch time, data length.  Only the
+# commands that read the database answer with a coroutine.
 
 
-def admin_later(
-    server: GearmanServer, tokens: list[bytes]
-) -> bytes | Coroutine[Any, Any, bytes] | None:
-    """The admin commands about the store: their reply, a coroutine for it, or None.
-
-    Only the commands that read the database need a coroutine; ``show store`` and a
-    malformed ``show stored jobs`` are answered at once.
-
-    ``cluster``: one row per member: node, epoch, state (self/alive/expired), seconds
-    since its last renewal, seconds left on its lease, jobs it holds, address.
-    ``show store``: the store in use.  ``show stored jobs [N]``: up to N (default 1000)
-    stored jobs: key, function, unique, priority, epoch time, data length.
-    """
-    if not tokens or tokens[0].lower() not in (b"cluster", b"show"):
+def _show_store(host: AdminHost, peer: Peer, tokens: list[bytes]) -> Reply | None:
+    if len(tokens) != 2:
         return None
-    words = [t.lower() for t in tokens]
-    if words == [b"cluster"]:
-        return _cluster_reply(server)
-    if words == [b"show", b"store"]:
-        return _store_reply(server)
-    if words[:3] == [b"show", b"stored", b"jobs"] and len(words) <= 4:
-        limit = STORED_JOBS_DEFAULT
-        if len(words) == 4:
-            if not words[3].isdigit():
-                return text.invalid_arguments(tokens[0])
-            limit = min(int(words[3]), STORED_JOBS_MAX)
-        return _stored_jobs_reply(server, limit)
-    return None
+    return _store_reply(cast("GearmanServer", host))
+
+
+def _show_stored_jobs(host: AdminHost, peer: Peer, tokens: list[bytes]) -> Reply | None:
+    if len(tokens) > 4:
+        return None
+    limit = STORED_JOBS_DEFAULT
+    if len(tokens) == 4:
+        count = tokens[3].lower()
+        if not count.isdigit():
+            return text.invalid_arguments(tokens[0])
+        limit = min(int(count), STORED_JOBS_MAX)
+    return _stored_jobs_reply(cast("GearmanServer", host), limit)
 
 
 def _err(code: bytes, message: str) -> bytes:
     return b"ERR " + code + b" " + message.replace(" ", "+").encode(errors="replace") + b"\r\n"
 
 
-async def _cluster_reply(server: GearmanServer) -> bytes:
-    node = server.cluster
+async def _cluster_reply(node: ClusterNode | None) -> bytes:
     if node is None:
         return _err(b"NO_CLUSTER", "this server's store is not clustered")
     try:

@@ -1,23 +1,23 @@
-"""One ``asyncio.Protocol`` per peer: bytes -> packets -> scheduler -> one write per batch.
+"""One ``asyncio.Protocol`` per peer: the asyncio glue between a socket and the scheduler.
 
-A connection is also the scheduler's ``Peer`` (one object per peer, no lookups).
-Packets are parsed in ``data_received`` itself with the codec's table (``ARGC``) and
-limits, rather than through ``codec.Decoder``: on the server's hot path that saves a
-Packet object, a list and a buffer copy per packet.
+A connection is also the scheduler's ``Peer`` (one object per peer, no lookups).  What
+it owns is the connection's life (accept, limits, socket options, close), reading,
+flow control, and one write per batch:
 
-A header reserves nothing: the per-type limits of ``protocol.packets`` (``BODY_LIMIT``,
-``leading_args``) are checked as soon as it is read, and a large payload's buffer grows
-with the bytes that actually arrive (``_PayloadReceiver``), so a peer that announces a
-gigabyte and sends a few bytes costs a few bytes.
-Everything a ``data_received`` call produces, for this peer and for the peers it
-touches (fan-out, NOOPs), is written once at the end of the batch.
-
-Background submits that must reach a persistent store first are pipelined: each one
-starts its ``store.add`` at once (so a group-committing store can batch many of them),
-and its JOB_CREATED (or ERROR) waits in the connection's ``fifo`` until every earlier
-reply has been released, so replies leave in submit order.  Any other packet that
-arrives while adds are pending waits in ``backlog`` until the fifo drains.  Other
-connections are never held up.
+* Reading: ``protocol.codec.PacketReader``, the one reader of the wire, calls the
+  scheduler's handler for each packet straight from the bytes (no Packet object, no
+  list, no buffer copy per packet on this path) and ``_admin_line`` for admin lines.
+  Its handler tables come from ``durable.build_tables``: durable background submits go
+  through the store first, and while replies wait for the store every message is held
+  back (``durable.ReplyOrder``).
+* A header reserves nothing: the reader checks the per-type limits of
+  ``protocol.packets`` as soon as it is read, and a large payload's buffer grows with
+  the bytes that actually arrive (``_PayloadReceiver``), so a peer that announces a
+  gigabyte and sends a few bytes costs a few bytes.
+* Everything a ``data_received`` call produces, for this peer and for the peers it
+  touches (fan-out, NOOPs), is written once at the end of the batch.
+* Admin commands are looked up in the server's one table (``admin.AdminCommands``);
+  a reply that needs the store waits in the reply order like a durable submit.
 """
 
 from __future__ import annotations
@@ -25,83 +25,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
-from struct import Struct
-from typing import TYPE_CHECKING, Any, Final, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, cast
 
-from gearshift.errors import PacketTooLarge, StoreError
+from gearshift.errors import RemoteProtocolError
 from gearshift.protocol.admin import TooManyTokens, split_command
-from gearshift.protocol.codec import AdminLine, Event, Packet
-from gearshift.protocol.packets import (
-    ARG_LIMIT,
-    ARGC,
-    HEADER_SIZE,
-    MAX_PACKET_TYPE,
-    REQ,
-    RES,
-    PacketType,
-    leading_args,
-)
-from gearshift.records import StoredJob
-from gearshift.server import admin
-from gearshift.server.cluster import admin_later
-from gearshift.server.jobs import (
-    ERR_BAD_EPOCH,
-    ERR_MAGIC,
-    NORMAL,
-    Args,
-    DropPeer,
-    Job,
-    Peer,
-    _error,
-    strtoll,
-)
+from gearshift.protocol.codec import AdminLine, Event, Packet, PacketReader
+from gearshift.server.durable import BACKLOG_HIGH_WATER, ReplyOrder
+from gearshift.server.model import Peer
+from gearshift.server.scheduler import DropPeer
 
 if TYPE_CHECKING:
     from gearshift.server.server import GearmanServer
 
 logger = logging.getLogger(__name__)
 
-_T = PacketType
-#: Background submit types -> (priority, has epoch, is reduce).
-_BG_SUBMITS: Final[dict[int, tuple[int, bool, bool]]] = {
-    _T.SUBMIT_JOB_BG: (NORMAL, False, False),
-    _T.SUBMIT_JOB_HIGH_BG: (0, False, False),
-    _T.SUBMIT_JOB_LOW_BG: (2, False, False),
-    _T.SUBMIT_JOB_EPOCH: (NORMAL, True, False),
-    _T.SUBMIT_REDUCE_JOB_BACKGROUND: (NORMAL, False, True),
-}
-_unpack_header = Struct(">4sII").unpack_from
-
-
-class _PendingAdd:
-    """A background job waiting for ``store.add``; its reply waits in the fifo."""
-
-    __slots__ = ("job", "stored", "done", "error")
-
-    def __init__(self, job: Job, stored: StoredJob) -> None:
-        self.job = job
-        self.stored = stored
-        self.done = False
-        #: The ERROR packet to answer instead of JOB_CREATED.
-        self.error: bytes | None = None
-
-
-class _PendingReply:
-    """An admin reply that needs the store (gearshift.server.cluster.admin_later)."""
-
-    __slots__ = ("done", "reply")
-
-    def __init__(self) -> None:
-        self.done = False
-        self.reply = b""
-
 
 #: The longest admin line, its terminator included (gearmand's buffer size).
 ADMIN_LINE_LIMIT: Final = 8192
 #: Packets larger than this that arrive in pieces get their payload received on its
-#: own (``_PayloadReceiver``) rather than joined in ``rbuf``.  Only payload types can
+#: own (``_PayloadReceiver``) rather than joined in the reader's buffer.  Only payload types can
 #: be this large (``packets.BODY_LIMIT``).
 _BIG_PACKET: Final = 256 * 1024
 #: The least a large payload's buffer grows by once full: it doubles from what has
@@ -116,8 +59,6 @@ _RESERVE_EACH: Final = 4 * 1024 * 1024
 _RESERVE_TOTAL: Final = 64 * 1024 * 1024
 #: Above this many bytes queued for one peer, write the pieces without joining them.
 _JOIN_LIMIT: Final = 256 * 1024
-#: Events queued behind a pending store write before reading is paused.
-_BACKLOG_HIGH_WATER: Final = 1024
 
 
 def _zero_extend(buf: bytearray, size: int) -> None:
@@ -276,19 +217,13 @@ class Connection(Peer, asyncio.Protocol):
         "server",
         "sched",
         "transport",
-        "backlog",
-        "fifo",
-        "blocked",
+        "reader",
+        "order",
         "paused_for_write",
         "paused_for_backlog",
         "last_active",
         "port",
-        "rbuf",
         "big",
-        "need",
-        "max_packet_size",
-        "plain_limit",
-        "persistent",
         "track_idle",
     )
 
@@ -302,20 +237,23 @@ class Connection(Peer, asyncio.Protocol):
         self.server = server
         self.sched = server.scheduler
         self.transport: asyncio.Transport | None = None
-        self.rbuf = bytearray()
         #: The large payload still arriving, on the copying path (``direct`` False).
         self.big: _PayloadReceiver | None = None
-        self.need = 0
-        self.max_packet_size = server.config.max_packet_size
-        #: Bodies up to this size need no closer look: no type's limit is below it.
-        #: One compare per packet against it keeps every size check off the hot path.
-        self.plain_limit = min(ARG_LIMIT, self.max_packet_size)
-        self.persistent = server.persistent
         self.track_idle = server.config.idle_timeout is not None
-        self.backlog: deque[Event] = deque()
-        #: Replies in submit order: pending store adds and answers queued behind them.
-        self.fifo: deque[_PendingAdd | _PendingReply | bytes] = deque()
-        self.blocked = False
+        tables = server.tables
+        reader = self.reader = PacketReader(
+            server.config.max_packet_size, max_line=ADMIN_LINE_LIMIT - 1
+        )
+        reader.dispatch_to(
+            self,
+            tables.requests,
+            tables.responses,
+            self._admin_line,
+            counts=self.sched.stats.packets,
+            on_large=self._large,
+            big_packet=_BIG_PACKET,
+        )
+        self.order = ReplyOrder(self, server.persistent)
         self.paused_for_write = False
         self.paused_for_backlog = False
         self.last_active = 0.0
@@ -370,7 +308,7 @@ class Connection(Peer, asyncio.Protocol):
             self.big.release()
             self.big = None
         self.server.connections.discard(self)
-        self.backlog.clear()
+        self.order.clear()
         self.sched.disconnect(self)
         self.sched.flush()
         self.transport = None
@@ -422,10 +360,7 @@ class Connection(Peer, asyncio.Protocol):
     # ------------------------------------------------------------------ input
 
     def data_received(self, data: bytes) -> None:
-        # The hot path.  Packets are parsed straight out of ``data`` (no Packet
-        # objects, no intermediate list) and dispatched as they are found; only a
-        # trailing partial message is kept in ``rbuf``, and only until ``need``
-        # bytes are there, so a large payload arriving in chunks is joined once.
+        # The hot path: the reader runs each packet's handler as it finds it.
         if self.track_idle:
             self.last_active = self.server.loop.time()
         big = self.big
@@ -442,136 +377,24 @@ class Connection(Peer, asyncio.Protocol):
                 if self.sched.dirty:
                     self.sched.flush()
                 return
-        rbuf = self.rbuf
-        if rbuf:
-            rbuf += data
-            if len(rbuf) < self.need:
-                return
-            data = bytes(rbuf)
-            rbuf.clear()
-        sched = self.sched
-        dispatch = sched.dispatch
-        counts = sched.stats.packets
-        plain_limit = self.plain_limit
-        pos = 0
-        end = len(data)
-        while pos < end:
-            if data[pos]:
-                nl = data.find(b"\n", pos, pos + ADMIN_LINE_LIMIT)
-                if nl < 0:
-                    if end - pos >= ADMIN_LINE_LIMIT:
-                        # gearmand reads admin lines into an 8 KiB buffer and drops
-                        # the connection when one does not fit.
-                        self.close(f"admin line longer than {ADMIN_LINE_LIMIT} bytes")
-                        break
-                    rbuf += data[pos:]
-                    self.need = end - pos + 1
-                    break
-                stop = nl - 1 if nl > pos and data[nl - 1] == 13 else nl
-                line = AdminLine(data[pos:stop])
-                pos = nl + 1
-                counts[0] += 1
-                if self.blocked:
-                    self.backlog.append(line)
-                elif not self._admin(line):
-                    break
-                continue
-            if end - pos < HEADER_SIZE:
-                if end - pos >= 4 and data[pos : pos + 4] not in (REQ, RES):
-                    self.close(f"bad magic {data[pos : pos + 4]!r}")
-                    break
-                rbuf += data[pos:]
-                self.need = HEADER_SIZE
-                break
-            magic, ptype, size = _unpack_header(data, pos)
-            if magic != REQ and magic != RES:
-                self.close(f"bad magic {magic!r}")
-                break
-            if not 0 < ptype <= MAX_PACKET_TYPE:
-                self.close(f"unknown packet type {ptype}")
-                break
-            start = pos + HEADER_SIZE
-            stop = start + size
-            if size > plain_limit:
-                # Rare: only a body this large can break the configured maximum or its
-                # type's limits, and only one this large is received on its own.
-                max_size = self.max_packet_size
-                if size > max_size:
-                    self.close(f"packet type {ptype} body of {size} bytes exceeds {max_size}")
-                    break
-                try:
-                    split = leading_args(data, ptype, size, start, stop if stop < end else end)
-                except PacketTooLarge as exc:
-                    self.close(str(exc))
-                    break
-                if stop > end:
-                    self._partial_large(data, pos, end, stop, ptype, magic == REQ, split)
-                    break
-            elif stop > end:
-                rbuf += data[pos:]
-                self.need = stop - pos
-                break
-            argc = ARGC[ptype]
-            if argc == 0:
-                args: list[bytes] = []
-            elif argc == 1:
-                args = [data[start:stop]]
-            else:
-                args = data[start:stop].split(b"\0", argc - 1)
-                if len(args) != argc:
-                    self.close(f"{PacketType(ptype).name} needs {argc} arguments, got {len(args)}")
-                    break
-            pos = stop
-            counts[ptype] += 1
-            if self.blocked:
-                self._while_blocked(Packet(ptype, tuple(args), magic == REQ))
-                continue
-            if magic != REQ:
-                sched.send(self, ERR_MAGIC)
-                continue
-            try:
-                if self.persistent and ptype in _BG_SUBMITS:
-                    self._persist_submit(ptype, args)
-                else:
-                    dispatch[ptype](self, args)
-            except DropPeer as exc:
-                self.close(str(exc))
-                break
-            if self.closed:
-                break
-        if self.blocked and len(self.backlog) + len(self.fifo) > _BACKLOG_HIGH_WATER:
+        try:
+            self.reader.feed(data)
+        except (RemoteProtocolError, DropPeer) as exc:
+            self.close(str(exc))
+        order = self.order
+        if order.blocked and len(order.backlog) + len(order.fifo) > BACKLOG_HIGH_WATER:
             if not self.paused_for_backlog:
                 self.paused_for_backlog = True
                 self._update_reading()
+        sched = self.sched
         if sched.dirty:
             sched.flush()
 
-    def _partial_large(
-        self,
-        data: bytes,
-        pos: int,
-        end: int,
-        stop: int,
-        ptype: int,
-        request: bool,
-        split: tuple[list[bytes], int] | None,
+    def _large(
+        self, ptype: int, request: bool, heads: list[bytes], first: memoryview, size: int
     ) -> None:
-        """Keep the unfinished packet ``data[pos:stop]`` (body above ``ARG_LIMIT``) of
-        which ``data[pos:end]`` is here, without reserving more than that.
-
-        ``split`` is what ``leading_args`` found: the arguments before the payload and
-        where it starts, or None while they are still arriving (looked at again with the
-        next byte, so one too long is refused then).  A large payload whose arguments
-        are known is received on its own; a smaller packet waits in ``rbuf``.
-        """
-        if split is None or stop - pos <= _BIG_PACKET:
-            self.rbuf += memoryview(data)[pos:end]
-            self.need = end - pos + 1 if split is None else stop - pos
-            return
-        heads, at = split
-        receiver = _PayloadReceiver(
-            self, ptype, request, heads, memoryview(data)[at:end], stop - at
-        )
+        """Receive the payload of a large packet on its own (the reader's ``on_large``)."""
+        receiver = _PayloadReceiver(self, ptype, request, heads, first, size)
         transport = self.transport
         if self.direct and transport is not None:
             transport.set_protocol(receiver)
@@ -581,58 +404,27 @@ class Connection(Peer, asyncio.Protocol):
     def run_packet(self, ptype: int, request: bool, args: list[bytes]) -> None:
         """Run one packet that arrived on its own (a large one)."""
         self.sched.stats.packets[ptype] += 1
-        if self.closed:
-            return
-        if self.blocked:
-            self._while_blocked(Packet(ptype, tuple(args), request))
-        elif not request:
-            self.sched.send(self, ERR_MAGIC)
-        else:
-            self._run(ptype, args)
+        if not self.closed:
+            self._run(ptype, request, args)
 
-    def _run(self, ptype: int, args: Args) -> bool:
-        """Run one request outside ``data_received`` (which inlines this); False if the
-        peer was dropped for it."""
+    def _run(self, ptype: int, request: bool, args: list[bytes]) -> bool:
+        """Run one packet outside the reader (which inlines this); False if the peer
+        was dropped for it."""
+        reader = self.reader
+        table = reader.requests if request else reader.responses
+        assert table is not None
         try:
-            if self.persistent and ptype in _BG_SUBMITS:
-                self._persist_submit(ptype, args)
-            else:
-                self.sched.dispatch[ptype](self, args)
+            table[ptype](self, args)
         except DropPeer as exc:
             self.close(str(exc))
             return False
         return True
 
-    def _while_blocked(self, event: Event) -> None:
-        """An event that arrived while store adds are pending for this connection."""
-        if (
-            not self.backlog
-            and type(event) is Packet
-            and event.request
-            and event.type in _BG_SUBMITS
-        ):
-            # Another durable submit: start its add now, its reply waits its turn.
-            self._persist_submit(event.type, event.args)
+    def _admin_line(self, line: AdminLine) -> None:
+        if self.order.blocked:
+            self.order.hold(line)
         else:
-            self.backlog.append(event)
-            self.blocked = True
-
-    def _process(self, events: Sequence[Event]) -> None:
-        """Run events that waited in the backlog behind store writes."""
-        for event in events:
-            if self.closed:
-                return
-            if self.blocked:
-                self._while_blocked(event)
-                continue
-            if type(event) is Packet:
-                ptype, args, request = event
-                if not request:
-                    self.sched.send(self, ERR_MAGIC)
-                elif not self._run(ptype, args):
-                    return
-            elif not self._admin(cast(AdminLine, event)):
-                return
+            self._admin(line)
 
     def _admin(self, line: bytes) -> bool:
         try:
@@ -640,115 +432,36 @@ class Connection(Peer, asyncio.Protocol):
         except TooManyTokens as exc:
             self.close(f"admin command: {exc}")
             return False
-        later = admin_later(self.server, tokens)
-        if isinstance(later, bytes):
-            self.sched.send(self, later)
-            return True
-        if later is not None:
-            # Answered when the store has; later events wait behind it in the fifo.
-            entry = _PendingReply()
-            self.fifo.append(entry)
-            self.blocked = True
-            self.server.track(self.server.loop.create_task(self._admin_reply(entry, later)))
-            return True
-        reply = admin.execute(self.sched, self.server, self, tokens)
-        self.sched.send(self, reply)
+        server = self.server
+        reply = server.admin.run(server, self, tokens)
+        if isinstance(reply, bytes):
+            self.sched.send(self, reply)
+        else:
+            # Answered when the store has; later messages wait behind it.
+            self.order.later(reply)
         return True
 
-    async def _admin_reply(self, entry: _PendingReply, later: Coroutine[Any, Any, bytes]) -> None:
-        try:
-            entry.reply = await later
-        except Exception as exc:
-            logger.exception("admin command failed")
-            entry.reply = b"ERR UNKNOWN_ERROR " + type(exc).__name__.encode() + b"\r\n"
-        entry.done = True
-        self._release()
+    # ------------------------------------------------------------------ reply order
 
-    # ------------------------------------------------------------------ store
-
-    def _persist_submit(self, ptype: int, args: Args) -> None:
-        """A durable background submit: start ``store.add``; its reply joins the fifo."""
-        priority, epoch, reduce = _BG_SUBMITS[ptype]
-        sched = self.sched
-        out = self.out
-        before = len(out)
-        if reduce:
-            if len(args[2]) > 64:
-                sched.dispatch[ptype](self, args)
-                job = None
-            else:
-                job = sched.submit(self, args[0], args[1], args[4], priority, True, defer=True)
-        elif epoch:
-            when = strtoll(args[2])
-            if when is None:
-                sched.send(self, ERR_BAD_EPOCH)
-                job = None
-            else:
-                job = sched.submit(
-                    self, args[0], args[1], args[3], priority, True, when=when, defer=True
-                )
+    def hold_reading(self, held: bool) -> None:
+        """Hold every message back (True) while replies wait for the store, or not."""
+        tables = self.server.tables
+        reader = self.reader
+        if held:
+            reader.requests = tables.held_requests
+            reader.responses = tables.held_responses
         else:
-            job = sched.submit(self, args[0], args[1], args[2], priority, True, defer=True)
-        fifo = self.fifo
-        if job is None:
-            # Answered at once (coalesced, refused); behind pending adds it must wait.
-            if fifo and len(out) > before:
-                fifo.append(b"".join(out[before:]))
-                del out[before:]
-            return
-        entry = _PendingAdd(job, sched.stored_record(job))
-        # The record holds the payload as bytes (a large one arrives as a bytearray):
-        # let the job share that copy rather than keep a second one.
-        job.data = entry.stored.data
-        fifo.append(entry)
-        self.blocked = True
-        self.server.track(self.server.loop.create_task(self._store_add(entry)))
+            reader.requests = tables.requests
+            reader.responses = tables.responses
 
-    async def _store_add(self, entry: _PendingAdd) -> None:
-        job = entry.job
-        events = self.server.job_events
-        started = self.server.loop.time() if events is not None else 0.0
-        try:
-            await self.server.store.add(entry.stored)
-            if events is not None:
-                # gearman_store_commit_seconds (ops hook); group commit wait included.
-                events.stored(job.func.name, self.server.loop.time() - started)
-        except StoreError as exc:
-            logger.error("store add failed for %s: %s", job.handle.decode(errors="replace"), exc)
-            entry.error = _error(b"QUEUE_ERROR", str(exc).encode() or b"QUEUE_ERROR")
-        except Exception as exc:
-            logger.exception("store add crashed for %s", job.handle.decode(errors="replace"))
-            entry.error = _error(b"QUEUE_ERROR", type(exc).__name__.encode())
-        entry.done = True
-        self._release()
+    def rerun(self, event: Event) -> bool:
+        """Run a message that waited behind the store; False if the peer was dropped."""
+        if type(event) is Packet:
+            ptype, args, request = event
+            return self._run(ptype, request, list(args))
+        return self._admin(cast(AdminLine, event))
 
-    def _release(self) -> None:
-        """Send the replies at the head of the fifo whose adds are done, in order."""
-        sched = self.sched
-        fifo = self.fifo
-        while fifo:
-            head = fifo[0]
-            if isinstance(head, bytes):
-                fifo.popleft()
-                sched.send(self, head)
-                continue
-            if not head.done:
-                break
-            fifo.popleft()
-            if isinstance(head, _PendingReply):
-                sched.send(self, head.reply)
-            elif head.error is None:
-                sched.activate(head.job, self, head.stored)
-            else:
-                sched.abort(head.job, self, head.error)
-        if not fifo:
-            backlog = self.backlog
-            self.blocked = False
-            while backlog and not self.blocked and not self.closed:
-                batch = list(backlog)
-                backlog.clear()
-                self._process(batch)
-            if self.paused_for_backlog and not self.blocked:
-                self.paused_for_backlog = False
-                self._update_reading()
-        sched.flush()
+    def caught_up(self) -> None:
+        if self.paused_for_backlog:
+            self.paused_for_backlog = False
+            self._update_reading()

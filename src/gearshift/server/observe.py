@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from gearshift.server.jobs import Job
+from gearshift.server.model import Job
 
 __all__ = ["BUCKETS", "Histogram", "JobEvents"]
 

@@ -1,7 +1,9 @@
 """GearmanServer: store replay, listeners, timers, graceful and immediate shutdown.
 
 ``start()`` opens the store, replays its background jobs into the scheduler, then opens
-the listeners and returns the bound addresses (port 0 works).  ``shutdown(graceful)``
+the listeners, starts the optional services (``service.Service``: the HTTP listener,
+the cluster, plugged in by ``build.build_server``) and returns the bound addresses
+(port 0 works).  ``shutdown(graceful)``
 closes the listeners and the connections and then the store; a graceful one drains
 first (``_drain``): submits are refused, durable queued jobs stay in the store for the
 next start, and the server waits for running and foreground jobs until
@@ -17,18 +19,20 @@ import os
 import resource
 import ssl
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 from gearshift._version import __version__
 from gearshift.addresses import is_loopback
 from gearshift.server.access import PeerGate
-from gearshift.server.cluster import ClusterNode
-from gearshift.server.cluster import prepare as prepare_cluster
+from gearshift.server.admin import AdminCommands
 from gearshift.server.config import ServerConfig
 from gearshift.server.connection import Connection
-from gearshift.server.jobs import Peer, Scheduler
+from gearshift.server.durable import Tables, build_tables
+from gearshift.server.model import Peer
 from gearshift.server.observe import JobEvents
+from gearshift.server.scheduler import Scheduler
+from gearshift.server.service import Service
 from gearshift.server.throttle import LogThrottle
 from gearshift.store import Store, StoredJob, open_store
 from gearshift.tls import server_context
@@ -67,9 +71,17 @@ class GearmanServer:
         config: listen address, limits and gearmand options; defaults otherwise.
         store: the durable queue; by default built from ``config.queue_type`` and
             ``config.queue_options`` with ``gearshift.store.open_store``.
+        services: optional services to run beside it (``build.build_server`` picks
+            them from the configuration).
     """
 
-    def __init__(self, config: ServerConfig | None = None, *, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        *,
+        store: Store | None = None,
+        services: Iterable[Service] = (),
+    ) -> None:
         self.config = config or ServerConfig()
         self.version = __version__
         self._store = store
@@ -95,16 +107,20 @@ class GearmanServer:
         self.persistent = False
         #: Bytes of large-payload buffers reserved ahead of their data (connection.py).
         self.payload_reserved = 0
-        # Ops hooks (issue 6): TLS, job timings/debug lines, the HTTP listener.
+        # Ops hooks: TLS, job timings/debug lines.
         self.tls_context: ssl.SSLContext | None = None
         self.job_events: JobEvents | None = None
-        self.http: Any = None
+        self.services: list[Service] = list(services)
+        self._started_services: list[Service] = []
+        #: Every admin command; services add theirs in ``prepare``.
+        self.admin = AdminCommands()
+        #: Where the HTTP service listens, when there is one.
         self.http_addresses: list[tuple[str, int]] = []
         self.started_at = time.monotonic()
-        #: Lease and takeover when the store is a clustered PostgreSQL (issue 7).
-        self.cluster: ClusterNode | None = None
         self.loop: asyncio.AbstractEventLoop
         self.scheduler: Scheduler
+        #: The reader's handler tables, shared by every connection.
+        self.tables: Tables
         self.store: Store
 
     @property
@@ -113,14 +129,10 @@ class GearmanServer:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> list[tuple[str, int]]:
-        """Open the store, replay it, listen; return the bound (host, port) pairs.
-
-        Raises:
-            ConfigError: the store cannot be built from the configuration.
-            StoreError: the store cannot be opened or replayed.
-            OSError: the address cannot be bound.
-        """
+    def assemble(self) -> None:
+        """Build the store object, the scheduler and the reader tables on the running
+        loop, opening nothing: ``start`` begins with this, and tests that drive
+        ``Connection`` objects with fake transports stop there."""
         cfg = self.config
         self.loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
@@ -137,10 +149,24 @@ class GearmanServer:
             exceptions=cfg.exceptions,
             store_done=self.store_done if self.persistent else None,
         )
+        self.tables = build_tables(self.scheduler, self.persistent)
         self.store.held_jobs = self.held_records
         self._install_ops()
-        # Names this node and logs the store in use; the store joins its cluster in open().
-        self.cluster = prepare_cluster(self)
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Open the store, replay it, listen; return the bound (host, port) pairs.
+
+        Raises:
+            ConfigError: the store cannot be built from the configuration.
+            StoreError: the store cannot be opened or replayed.
+            OSError: the address cannot be bound.
+        """
+        cfg = self.config
+        self.assemble()
+        # A clustered store is named its node here, before it joins in open().
+        for service in self.services:
+            service.prepare(self)
+        logger.info("queue store: %s", self.store.describe())
         await self.store.open()
         if self.persistent:
             replayed = 0
@@ -158,10 +184,7 @@ class GearmanServer:
             for sock in listener.sockets:
                 addr = sock.getsockname()
                 self.addresses.append((str(addr[0]), int(addr[1])))
-        if self.cluster is not None:
-            await self.cluster.start()
-        if cfg.http:
-            await self._start_http()
+        await self._start_services()
         if cfg.idle_timeout:
             self._idle_task = self.loop.create_task(self._reap_idle(cfg.idle_timeout))
         self._housekeeping_task = self.loop.create_task(self._housekeeping())
@@ -209,18 +232,22 @@ class GearmanServer:
             self.job_events = JobEvents()
             self.scheduler.observer = self.job_events
 
-    async def _start_http(self) -> None:
-        from gearshift.http import HttpService
-
-        service = HttpService(self)
+    async def _start_services(self) -> None:
+        """Start each service; if one cannot start, undo the start and raise."""
         try:
-            self.http_addresses = await service.start()
+            for service in self.services:
+                await service.start(self)
+                self._started_services.append(service)
         except BaseException:
+            started, self._started_services = self._started_services, []
+            for service in reversed(started):
+                with contextlib.suppress(Exception):
+                    await service.stop()
+                    await service.close()
             for listener in self._listeners:
                 listener.close()
             await self.store.close()
             raise
-        self.http = service
 
     async def serve_forever(self) -> None:
         """Wait until the server has shut down (by ``shutdown``, admin or a signal)."""
@@ -254,9 +281,9 @@ class GearmanServer:
             await self._drain()
         for listener in self._listeners:
             listener.close()
-        if self.http is not None:
-            http, self.http = self.http, None
-            await http.close()
+        services, self._started_services = self._started_services, []
+        for service in reversed(services):
+            await service.stop()
         self._closing = True
         self._close_all()
         for listener in self._listeners:
@@ -267,9 +294,10 @@ class GearmanServer:
                 task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5.0)
-        if self.cluster is not None:
-            # Ends the lease: the other members take over what is left at once.
-            await self.cluster.close()
+        for service in reversed(services):
+            # The cluster ends its lease here: the other members take over what is
+            # left at once.
+            await service.close()
         try:
             await self.store.close()
         except Exception:

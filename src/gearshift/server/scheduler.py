@@ -1,10 +1,18 @@
-"""The job scheduler: functions, priority queues, workers, sleepers, coalescing, retries.
+"""The scheduler: policy over the model, no I/O.
 
-How it works.  Pure state, no I/O: every packet a connection decodes becomes one call
+How it works.  Every packet a connection reads becomes one call
 ``Scheduler.dispatch[type](peer, args)``; replies are appended to ``peer.out`` as encoded
 bytes and the peer is put on ``Scheduler.dirty`` so that the connection layer writes
 everything one batch produced with a single ``write``.  Time comes from an injected wall
 clock and timers from an injected ``Timers`` object, so tests drive it with plain calls.
+It imports nothing of asyncio or of the stores: records are ``gearshift.records``'.
+
+What it decides: the dispatch table (the submit handlers read their argument layouts
+from ``packets.SUBMITS``), submits and coalescing, abilities and the wakeups of sleeping
+workers (``wakeups``), results and status, the drain for shutdown and the withdrawal of
+stored jobs (cluster fencing), forgetting idle functions, compacting its tables.  The
+data it works on (``Peer``, ``Function``, ``Job`` and its states) is ``model``'s;
+every encoded reply comes from ``protocol.codec``.
 
 Data layout (all lookups O(1) per packet, independent of queue depth and of idle
 workers of other functions):
@@ -15,8 +23,8 @@ workers of other functions):
   ``(function, unique)``, or ``(function, b"-", payload)`` for the unique ``-``.
 * Epoch jobs that are not due yet wait in one heap with one timer armed for the
   earliest; when due they join the tail of their priority queue and wake a sleeper.
-* A job whose clients all left, or that an admin cancelled, is flagged ``ignore`` and
-  stays queued until a GRAB reaches it (lazy deletion, as gearmand does).
+* A job whose clients all left, or that an admin cancelled, is ``IGNORED`` and stays
+  queued until a GRAB reaches it (lazy deletion, as gearmand does).
 
 Semantics follow gearmand 2.0 where it differs from 1.1.20: priority is global across a
 worker's functions (HIGH of any function before NORMAL of any), functions take turns
@@ -31,46 +39,64 @@ import heapq
 import itertools
 import logging
 import sys
-from collections import deque
-from collections.abc import Callable, Sequence
-from struct import Struct
+from collections.abc import Callable
 from typing import Final, Protocol
 
-from gearshift.protocol.codec import encode_header
-from gearshift.protocol.packets import RES, PacketType, Priority
+from gearshift.protocol.codec import (
+    ERRORS,
+    LARGE_PAYLOAD,
+    encode_header,
+    encode_response,
+    pack_header,
+    response_parts,
+)
+from gearshift.protocol.packets import RES, SUBMITS, PacketType, Priority
 from gearshift.records import StoredJob
+from gearshift.server.model import (
+    HIGH,
+    LOW,
+    MAX_CLIENT_ID,
+    MAX_HANDLE,
+    MAX_UNIQUE,
+    NORMAL,
+    Args,
+    Function,
+    Handler,
+    Job,
+    JobState,
+    Peer,
+    Stats,
+    TimerHandle,
+)
+from gearshift.server.wakeups import Wakeups
 
 logger = logging.getLogger(__name__)
 
-MAX_UNIQUE: Final = 64
-MAX_HANDLE: Final = 64
-MAX_CLIENT_ID: Final = 127
 #: CAN_DO_TIMEOUT never fires sooner than this, as in gearmand.
 MIN_TIMEOUT_MS: Final = 1000
 #: ...and a longer one is cut to this (2**31 - 1 ms, about 24.8 days).
 MAX_TIMEOUT_MS: Final = 2**31 - 1
 
-HIGH: Final = 0
-NORMAL: Final = 1
-LOW: Final = 2
-
 _T = PacketType
 NOOP_PACKET: Final = encode_header(_T.NOOP, 0)
 NO_JOB_PACKET: Final = encode_header(_T.NO_JOB, 0)
 
-
-_pack_header = Struct(">4sII").pack
-# Plain ints for the packet types built on the per-job path: a module global is
+# The per-job packets are built inline from codec's header packer: a module global is
 # cheaper than an enum attribute lookup, and struct packs an int without __index__.
+_pack_header = pack_header
 _JOB_CREATED: Final = int(_T.JOB_CREATED)
 _JOB_ASSIGN: Final = int(_T.JOB_ASSIGN)
 _WORK_COMPLETE: Final = int(_T.WORK_COMPLETE)
+_packet = encode_response
+_parts = response_parts
 
-
-def _packet(ptype: int, *args: bytes) -> bytes:
-    body = b"\0".join(args)
-    return _pack_header(RES, ptype, len(body)) + body
-
+# The states, as module globals for the per-job path.
+_PENDING: Final = JobState.PENDING
+_QUEUED: Final = JobState.QUEUED
+_DELAYED: Final = JobState.DELAYED
+_RUNNING: Final = JobState.RUNNING
+_IGNORED: Final = JobState.IGNORED
+_GONE: Final = JobState.GONE
 
 #: ``Scheduler.compact`` leaves tables smaller than this alone...
 _COMPACT_MIN_BYTES: Final = 256 * 1024
@@ -78,50 +104,18 @@ _COMPACT_MIN_BYTES: Final = 256 * 1024
 #: a full table, whose entries cost ~40 bytes each).
 _COMPACT_BYTES_PER_ENTRY: Final = 320
 
-
-#: Payloads at least this large are queued as a separate piece, never copied into
-#: one packet buffer (the connection writes the pieces with ``writelines``).
-_SPLIT: Final = 64 * 1024
-
-
-def _parts(ptype: int, *args: bytes) -> list[bytes]:
-    """A packet whose last argument may be large: one piece, or header and payload."""
-    data = args[-1]
-    if len(data) < _SPLIT:
-        body = b"\0".join(args)
-        return [_pack_header(RES, ptype, len(body)) + body]
-    head = b"\0".join(args[:-1]) + b"\0" if len(args) > 1 else b""
-    return [_pack_header(RES, ptype, len(head) + len(data)) + head, data]
-
-
-def _error(code: bytes, text: bytes) -> bytes:
-    return _packet(_T.ERROR, code, text)
-
-
-ERR_NOT_EXPECTED: Final = _error(b"INVALID_COMMAND", b"Command not expected")
-ERR_MAGIC: Final = _error(b"INVALID_MAGIC", b"Request magic expected")
-ERR_UNIQUE_TOO_LARGE: Final = _error(b"ARGUMENT_TOO_LARGE", b"Unique value too large")
-ERR_HANDLE_TOO_LARGE: Final = _error(
-    b"ARGUMENT_TOO_LARGE",
-    b"Error occurred due to GEARMAND_JOB_HANDLE_SIZE being too small from snprintf",
-)
-ERR_QUEUE_FULL: Final = _error(b"QUEUE_ERROR", b"Job queue is full")
-ERR_UNKNOWN_OPTION: Final = _error(b"UNKNOWN_OPTION", b"Server does not recognize given option")
-ERR_NOT_FOUND_DATA: Final = _error(b"JOB_NOT_FOUND", b"Job does not exist on server")
-ERR_NOT_FOUND_RESULT: Final = _error(b"JOB_NOT_FOUND", b"Job given in work result not found")
-ERR_NOT_FOUND_EXCEPTION: Final = _error(
-    b"JOB_NOT_FOUND", b"An exception was received for a job that does not exist"
-)
-#: SUBMIT_JOB_EPOCH with a time that does not fit in 64 bits (gearmand's strtoll sets
-#: ERANGE and drops the connection; gearshift refuses that job alone).
-ERR_BAD_EPOCH: Final = _error(b"INVALID_ARGUMENTS", b"Epoch time out of range")
-#: A submit while the server drains for shutdown: nothing was queued, so a client may
-#: take the job to another server (gearshift's client does).
-ERR_DRAINING: Final = _error(
-    b"SHUTDOWN_GRACEFUL", b"Server is shutting down: submit the job to another server"
-)
-#: Sent when the access rules (``gearshift.server.access``) refuse a CAN_DO or submit.
-ERR_PERMISSION_DENIED: Final = _error(b"PERMISSION_DENIED", b"Not authorised for this function")
+ERR_NOT_EXPECTED: Final = ERRORS["NOT_EXPECTED"]
+ERR_MAGIC: Final = ERRORS["MAGIC"]
+ERR_UNIQUE_TOO_LARGE: Final = ERRORS["UNIQUE_TOO_LARGE"]
+ERR_HANDLE_TOO_LARGE: Final = ERRORS["HANDLE_TOO_LARGE"]
+ERR_QUEUE_FULL: Final = ERRORS["QUEUE_FULL"]
+ERR_UNKNOWN_OPTION: Final = ERRORS["UNKNOWN_OPTION"]
+ERR_NOT_FOUND_DATA: Final = ERRORS["NOT_FOUND_DATA"]
+ERR_NOT_FOUND_RESULT: Final = ERRORS["NOT_FOUND_RESULT"]
+ERR_NOT_FOUND_EXCEPTION: Final = ERRORS["NOT_FOUND_EXCEPTION"]
+ERR_BAD_EPOCH: Final = ERRORS["BAD_EPOCH"]
+ERR_DRAINING: Final = ERRORS["DRAINING"]
+ERR_PERMISSION_DENIED: Final = ERRORS["PERMISSION_DENIED"]
 
 
 def atoi(text: bytes) -> int:
@@ -161,10 +155,6 @@ class DropPeer(Exception):
     """Raised by a handler when gearmand would drop the connection (internal error path)."""
 
 
-class TimerHandle(Protocol):
-    def cancel(self) -> None: ...
-
-
 class JobObserver(Protocol):
     """Optional hook told of job state changes (metrics, debug log); not on the packet path."""
 
@@ -196,187 +186,6 @@ class Timers(Protocol):
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle: ...
 
 
-class Peer:
-    """One connection as the scheduler sees it: a client, a worker, or both.
-
-    ``out`` collects encoded replies; ``flush`` (overridden by the connection) sends them.
-    """
-
-    __slots__ = (
-        "out",
-        "host",
-        "fd",
-        "client_id",
-        "exceptions",
-        "abilities",
-        "funcs",
-        "timeouts",
-        "sleeping",
-        "noop_sent",
-        "sleep_seq",
-        "jobs",
-        "listening",
-        "closed",
-        "identity",
-    )
-
-    def __init__(self, host: str = "-", fd: int = -1, *, exceptions: bool = False) -> None:
-        self.out: list[bytes] = []
-        self.host = host
-        self.fd = fd
-        self.client_id = b"-"
-        self.exceptions = exceptions
-        #: Every CAN_DO in order, duplicates kept (``workers`` prints them newest first).
-        self.abilities: list[Function] = []
-        #: Distinct functions in GRAB order: newest first, rotated as they yield jobs.
-        self.funcs: list[Function] = []
-        #: CAN_DO_TIMEOUT milliseconds per function.
-        self.timeouts: dict[Function, int] = {}
-        self.sleeping = False
-        self.noop_sent = False
-        self.sleep_seq = 0
-        #: Jobs it is running as a worker, in grab order (a dict as an ordered set): a lost
-        #: worker's jobs are requeued newest first, as gearmand walks its list.
-        self.jobs: dict[Job, None] = {}
-        #: Foreground jobs this peer waits on (as a client).
-        self.listening: set[Job] = set()
-        self.closed = False
-        #: Verified TLS client certificate name, for the access rules.
-        self.identity: str | None = None
-
-    def flush(self) -> None:
-        """Send ``out``; the connection overrides this.  Tests read ``out`` directly."""
-
-
-class Function:
-    """Per-function queues and counters."""
-
-    __slots__ = (
-        "name",
-        "queues",
-        "total",
-        "running",
-        "workers",
-        "sleepers",
-        "maxqueue",
-        "delayed",
-    )
-
-    def __init__(self, name: bytes) -> None:
-        self.name = name
-        self.queues: tuple[deque[Job], deque[Job], deque[Job]] = (deque(), deque(), deque())
-        #: Jobs that exist for this function: queued, running, delayed, ignored-not-reaped.
-        self.total = 0
-        self.running = 0
-        #: Number of CAN_DO registrations (a duplicate CAN_DO counts twice, as in gearmand).
-        self.workers = 0
-        #: (peer, sleep cycle) of workers that slept and were not woken yet; stale
-        #: entries are skipped when popped and compacted when the deque grows.
-        self.sleepers: deque[tuple[Peer, int]] = deque()
-        self.maxqueue = [0, 0, 0]
-        #: Epoch jobs per priority that are not due yet (they wait in the heap).
-        self.delayed = [0, 0, 0]
-
-    @property
-    def idle(self) -> bool:
-        """No workers, no jobs, no maxqueue set: safe to forget."""
-        return not (self.total or self.workers or any(self.maxqueue))
-
-    def queued(self, priority: int) -> int:
-        return len(self.queues[priority]) + self.delayed[priority]
-
-
-class Job:
-    """One job.  ``__slots__`` keeps a queued background job small."""
-
-    __slots__ = (
-        "handle",
-        "func",
-        "unique",
-        "data",
-        "priority",
-        "background",
-        "when",
-        "reducer",
-        "clients",
-        "worker",
-        "numerator",
-        "denominator",
-        "retries",
-        "ignore",
-        "stored",
-        "timer",
-        "key",
-        "pending",
-        "alive",
-        "queued_flag",
-        "created",
-        "started",
-    )
-
-    def __init__(
-        self,
-        handle: bytes,
-        func: Function,
-        unique: bytes,
-        data: bytes,
-        priority: int,
-        background: bool,
-        when: int,
-        reducer: bytes,
-    ) -> None:
-        self.handle = handle
-        self.func = func
-        self.unique = unique
-        self.data = data
-        self.priority = priority
-        self.background = background
-        self.when = when
-        self.reducer = reducer
-        self.clients: list[Peer] = []
-        self.worker: Peer | None = None
-        self.numerator = b"0"
-        self.denominator = b"0"
-        self.retries = 0
-        self.ignore = False
-        #: The store's record, while the job is in the persistent queue.
-        self.stored: StoredJob | None = None
-        self.timer: TimerHandle | None = None
-        #: (function, payload) for a job with the unique ``-``, its key in
-        #: ``Scheduler.payload_uniques``; None otherwise.
-        self.key: tuple[bytes, bytes] | None = None
-        #: Created, waiting for the store to make it durable (not queued yet).
-        self.pending = False
-        self.alive = True
-        #: gearmand's ``job_queued``: a background job still in the persistent queue
-        #: (the QUEUED column of ``show jobs``); cleared by an admin cancel.
-        self.queued_flag = background
-        #: Wall-clock times set by a JobObserver (metrics), 0.0 otherwise.
-        self.created = 0.0
-        self.started = 0.0
-
-    def __repr__(self) -> str:
-        return f"<Job {self.handle!r} {self.func.name!r} prio={self.priority}>"
-
-
-class Stats:
-    """Cheap counters for metrics: O(1) per packet."""
-
-    __slots__ = ("submitted", "finished", "packets")
-
-    def __init__(self) -> None:
-        self.submitted: dict[bytes, int] = {}
-        #: (function, "complete" | "fail" | "exception") -> count
-        self.finished: dict[tuple[bytes, str], int] = {}
-        #: Packets received, indexed by packet type number (0 = admin lines).
-        self.packets: list[int] = [0] * 43
-
-
-#: A packet's arguments (a list on the hot path, a tuple from the codec).
-Args = Sequence[bytes]
-Handler = Callable[[Peer, Args], None]
-
-
 class Scheduler:
     """All job state of one server.
 
@@ -391,6 +200,8 @@ class Scheduler:
             next sleeping worker (a woken worker may never send GRAB_JOB); 0 = never.
         store_done: called with a stored job's record when it leaves the persistent
             queue (finished, cancelled, dropped); the server forwards it to the store.
+        job_type: the class of new jobs; ``model.CheckedJob`` checks every state
+            change against ``model.TRANSITIONS`` (tests, debugging).
     """
 
     def __init__(
@@ -404,6 +215,7 @@ class Scheduler:
         exceptions: bool = False,
         wakeup_delay: float = 0.05,
         store_done: Callable[[StoredJob], None] | None = None,
+        job_type: type[Job] = Job,
     ) -> None:
         self.timers = timers
         self.clock = clock
@@ -412,17 +224,14 @@ class Scheduler:
         self.worker_wakeup = worker_wakeup
         self.exceptions = exceptions
         self.store_done = store_done
-        self.wakeup_delay = wakeup_delay
-        #: NOOPs to check ``wakeup_delay`` after they went out: (due, worker, its sleep
-        #: cycle, function), in due order, with one timer armed for the first.
-        self._wake_checks: deque[tuple[float, Peer, int, Function]] = deque()
-        self._wake_timer: TimerHandle | None = None
+        self.job_type = job_type
+        self.wakeups = Wakeups(self, worker_wakeup, wakeup_delay)
         #: Submits are refused (ERR_DRAINING) while the server drains for shutdown, and
         #: durable jobs are not handed out: they stay in the store for the next start.
         self.draining = False
         #: Durable jobs given up to the store by ``drain`` (and during it).
         self.left_in_store = 0
-        #: Jobs flagged ``ignore`` that are not reaped yet (nobody waits for them).
+        #: Jobs ``IGNORED`` and not reaped yet (nobody waits for them).
         self.ignored = 0
         #: Functions that went idle, and whether ``forget_idle`` has seen them idle.
         self._idle: dict[Function, bool] = {}
@@ -451,15 +260,8 @@ class Scheduler:
         d[_T.CANT_DO] = self.cant_do
         d[_T.RESET_ABILITIES] = self.reset_abilities
         d[_T.PRE_SLEEP] = self.pre_sleep
-        d[_T.SUBMIT_JOB] = self._submit_handler(NORMAL, False)
-        d[_T.SUBMIT_JOB_BG] = self._submit_handler(NORMAL, True)
-        d[_T.SUBMIT_JOB_HIGH] = self._submit_handler(HIGH, False)
-        d[_T.SUBMIT_JOB_HIGH_BG] = self._submit_handler(HIGH, True)
-        d[_T.SUBMIT_JOB_LOW] = self._submit_handler(LOW, False)
-        d[_T.SUBMIT_JOB_LOW_BG] = self._submit_handler(LOW, True)
-        d[_T.SUBMIT_JOB_EPOCH] = self.submit_epoch
-        d[_T.SUBMIT_REDUCE_JOB] = self._reduce_handler(False)
-        d[_T.SUBMIT_REDUCE_JOB_BACKGROUND] = self._reduce_handler(True)
+        for ptype in SUBMITS:
+            d[ptype] = self._submit_handler(ptype)
         d[_T.GRAB_JOB] = self.grab_job
         d[_T.GRAB_JOB_UNIQ] = self.grab_job_uniq
         d[_T.GRAB_JOB_ALL] = self.grab_job_all
@@ -478,6 +280,16 @@ class Scheduler:
         # Everything else (responses, ALL_YOURS, SUBMIT_JOB_SCHED, type 5) is
         # "Command not expected", as gearmand answers.
 
+    # ------------------------------------------------------------------ host
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        """A timer (for ``wakeups``)."""
+        return self.timers.call_later(delay, callback)
+
+    def now(self) -> float:
+        """The wall clock (for ``wakeups``)."""
+        return self.clock()
+
     # ------------------------------------------------------------------ output
 
     def send(self, peer: Peer, data: bytes) -> None:
@@ -490,7 +302,7 @@ class Scheduler:
         out.append(data)
 
     def send_parts(self, peer: Peer, parts: list[bytes]) -> None:
-        """Queue the pieces of one packet (see ``_parts``) for ``peer``."""
+        """Queue the pieces of one packet (``codec.response_parts``) for ``peer``."""
         if peer.closed:
             return
         out = peer.out
@@ -537,8 +349,8 @@ class Scheduler:
         if woken_unused:
             # It was woken for a job it never grabbed: pass the wakeup on.
             for f in funcs:
-                if self._has_runnable(f):
-                    self._wake(f, 1)
+                if self.has_runnable(f):
+                    self.wakeups.wake(f, 1)
 
     # ------------------------------------------------------------------ functions
 
@@ -592,28 +404,59 @@ class Scheduler:
 
     # ------------------------------------------------------------------ submit
 
-    def _submit_handler(self, priority: int, background: bool) -> Handler:
-        def handler(peer: Peer, args: Args) -> None:
+    def _submit_handler(self, ptype: int) -> Handler:
+        """The dispatch entry of one submit type, read with its layout (``SUBMITS``)."""
+        layout = SUBMITS[PacketType(ptype)]
+        if layout.epoch or layout.reducer:
+
+            def handler(peer: Peer, args: Args) -> None:
+                self.submit_request(peer, ptype, args)
+
+            return handler
+        # The plain submits, on the per-job path: the layout read once, here.
+        priority = int(layout.priority)
+        background = layout.background
+
+        def plain(peer: Peer, args: Args) -> None:
             self.submit(peer, args[0], args[1], args[2], priority, background)
 
-        return handler
+        return plain
 
-    def _reduce_handler(self, background: bool) -> Handler:
-        def handler(peer: Peer, args: Args) -> None:
-            # args: function, unique, reducer, aggregator (ignored), data
-            if len(args[2]) > MAX_UNIQUE:
+    def submit_request(
+        self, peer: Peer, ptype: int, args: Args, *, defer: bool = False
+    ) -> Job | None:
+        """Submit what a submit packet of type ``ptype`` asks for (``args`` laid out as
+        ``packets.SUBMITS`` says); refuse a bad epoch or reducer.  See ``submit``."""
+        layout = SUBMITS[PacketType(ptype)]
+        when = 0
+        if layout.epoch:
+            parsed = strtoll(args[layout.epoch])
+            if parsed is None:
+                self.send(peer, ERR_BAD_EPOCH)
+                return None
+            when = parsed
+        reducer = b""
+        if layout.reducer:
+            # The aggregator after the reducer is accepted and ignored, as gearmand does.
+            reducer = args[layout.reducer]
+            if len(reducer) > MAX_UNIQUE:
                 self.send(peer, ERR_UNIQUE_TOO_LARGE)
-                return
-            self.submit(peer, args[0], args[1], args[4], NORMAL, background, reducer=args[2])
-
-        return handler
+                return None
+        return self.submit(
+            peer,
+            args[0],
+            args[1],
+            args[layout.data],
+            int(layout.priority),
+            layout.background,
+            when=when,
+            reducer=reducer,
+            defer=defer,
+        )
 
     def submit_epoch(self, peer: Peer, args: Args) -> None:
-        when = strtoll(args[2])
-        if when is None:
-            self.send(peer, ERR_BAD_EPOCH)
-            return
-        self.submit(peer, args[0], args[1], args[3], NORMAL, True, when=when)
+        """SUBMIT_JOB_EPOCH (kept by name for callers of the scheduler)."""
+        self.submit_request(peer, _T.SUBMIT_JOB_EPOCH, args)
 
     def submit(
         self,
@@ -671,7 +514,7 @@ class Scheduler:
         if existing is not None:
             # An ignored job (its clients left, or cancelled) stays findable by
             # GET_STATUS_UNIQUE until reaped, as in gearmand, but nobody attaches to it.
-            if not existing.ignore:
+            if existing.state is not _IGNORED:
                 if peer is not None:
                     if not background:
                         existing.clients.append(peer)
@@ -684,7 +527,7 @@ class Scheduler:
                 self.send(peer, ERR_QUEUE_FULL)
             return None
         handle = self.handle_prefix + str(next(self._counter)).encode()
-        job = Job(handle, f, unique, data, priority, background, when, reducer)
+        job = self.job_type(handle, f, unique, data, priority, background, when, reducer)
         job.key = key
         job.stored = stored
         f.total += 1
@@ -701,28 +544,31 @@ class Scheduler:
             job.clients.append(peer)
             peer.listening.add(job)
         if defer:
-            job.pending = True
-            return job
+            return job  # PENDING until ``activate`` or ``abort``
         self._enqueue(job)
-        if peer is not None:
-            self.send(peer, _pack_header(RES, _JOB_CREATED, len(handle)) + handle)
+        if peer is not None and not peer.closed:
+            # ``send``, inlined on the per-job path.
+            out = peer.out
+            if not out:
+                self.dirty.append(peer)
+            out.append(_pack_header(RES, _JOB_CREATED, len(handle)) + handle)
         return job
 
     def activate(self, job: Job, peer: Peer, stored: StoredJob) -> None:
         """The store made a deferred job durable: queue it and answer JOB_CREATED."""
-        job.pending = False
         job.stored = stored
-        if self.draining and job.alive and not job.ignore and not stored.coalesced:
+        state = job.state
+        if self.draining and state is _PENDING and not stored.coalesced:
             # Durable, but the server is draining: it runs after the next start.
             self._leave_in_store(job)
-        elif job.ignore or not job.alive or stored.coalesced:
+        elif state is not _PENDING or stored.coalesced:
             # Every client that coalesced onto it left meanwhile, or (a clustered
             # store) another server already holds this unique: acknowledged, not queued.
             # Foreground clients that joined it would wait for a result this server
             # never gets: they are failed.
             job.stored = None
             self._notify_done(stored)
-            if job.alive:
+            if state is not _GONE:
                 self._fail_clients(job)
                 self._remove(job)
         else:
@@ -731,8 +577,7 @@ class Scheduler:
 
     def abort(self, job: Job, peer: Peer, error: bytes) -> None:
         """The store refused a deferred job: forget it and answer ``error``."""
-        job.pending = False
-        if job.alive:
+        if job.state is not _GONE:
             self._fail_clients(job)
             self._remove(job)
         self.send(peer, error)
@@ -747,15 +592,18 @@ class Scheduler:
     # ------------------------------------------------------------------ queueing
 
     def _enqueue(self, job: Job) -> None:
+        """A new (or newly durable) job joins its queue, or the epoch heap."""
         if job.when and job.when > self.clock():
+            job.state = _DELAYED
             f = job.func
             f.delayed[job.priority] += 1
             heapq.heappush(self._epoch_heap, (job.when, next(self._epoch_seq), job))
             self._arm_epoch_timer()
             return
+        job.state = _QUEUED
         job.func.queues[job.priority].append(job)
         if job.func.sleepers:
-            self._wake(job.func, 1)
+            self.wakeups.wake(job.func, 1)
 
     def _arm_epoch_timer(self) -> None:
         heap = self._epoch_heap
@@ -778,80 +626,17 @@ class Scheduler:
             f = job.func
             f.delayed[job.priority] -= 1
             f.queues[job.priority].append(job)
-            if f.sleepers and not job.ignore:
-                self._wake(f, 1)
+            if job.state is _DELAYED:
+                job.state = _QUEUED
+                if f.sleepers:
+                    self.wakeups.wake(f, 1)
         self._arm_epoch_timer()
 
-    def _wake(self, f: Function, jobs: int) -> None:
-        """NOOP up to ``worker_wakeup * jobs`` sleeping workers of ``f`` (0 = all).
-
-        Waking one worker per job (not all, as gearmand does) is what keeps a thousand
-        idle workers cheap; but a woken worker may never grab (hung, busy elsewhere, a
-        forked child that died while its parent holds the socket).  So every NOOP is
-        checked ``wakeup_delay`` later (``_wake_due``): if its worker has not grabbed
-        since and a job of ``f`` is still waiting, the next sleeper is woken instead.
-        """
-        sleepers = f.sleepers
-        self._noop(f, self.worker_wakeup * jobs if self.worker_wakeup > 0 else len(sleepers))
-
-    def _noop(self, f: Function, budget: int) -> None:
-        """NOOP up to ``budget`` sleepers of ``f``, each NOOP checked later."""
-        sleepers = f.sleepers
-        noop = NOOP_PACKET
-        check = self.wakeup_delay > 0
-        due = 0.0
-        while sleepers and budget > 0:
-            peer, seq = sleepers.popleft()
-            if peer.sleeping and not peer.noop_sent and peer.sleep_seq == seq and not peer.closed:
-                peer.noop_sent = True
-                self.send(peer, noop)
-                budget -= 1
-                if check:
-                    if not due:
-                        due = self.clock() + self.wakeup_delay
-                        if self._wake_timer is None:
-                            self._wake_timer = self.timers.call_later(
-                                self.wakeup_delay, self._wake_due
-                            )
-                    self._wake_checks.append((due, peer, seq, f))
-
-    def _wake_due(self) -> None:
-        """Pass on the wakeups of workers that did not grab within ``wakeup_delay``."""
-        self._wake_timer = None
-        now = self.clock()
-        delay = self.wakeup_delay
-        checks = self._wake_checks
-        while checks:
-            due, peer, seq, f = checks[0]
-            # A wall clock stepped back would make an entry look far in the future.
-            if now < due <= now + delay:
-                break
-            checks.popleft()
-            if (
-                peer.sleeping
-                and peer.noop_sent
-                and peer.sleep_seq == seq
-                and not peer.closed  # (disconnect passed its wakeup on already)
-                and f.sleepers
-                and self._has_runnable(f)
-            ):
-                # Woken, never grabbed, and the job still waits: the next one, please.
-                logger.debug(
-                    "worker fd %d did not grab %gs after its wakeup: waking another for %r",
-                    peer.fd,
-                    delay,
-                    f.name,
-                )
-                self._noop(f, 1)
-        if checks and self._wake_timer is None:
-            self._wake_timer = self.timers.call_later(
-                max(checks[0][0] - now, 0.001), self._wake_due
-            )
-
-    def _has_runnable(self, f: Function) -> bool:
+    def has_runnable(self, f: Function) -> bool:
+        """Does ``f`` have a queued job a worker would get (ignored ones are reaped)?"""
         for q in f.queues:
             while q:
-                if q[0].ignore:
+                if q[0].state is not _QUEUED:
                     self._reap(q.popleft())
                     continue
                 return True
@@ -859,14 +644,14 @@ class Scheduler:
 
     def _reap(self, job: Job) -> None:
         """Drop an ignored job that a GRAB (or a check) reached in its queue."""
-        if job.alive:
+        if job.state is not _GONE:
             self._remove(job)
 
     def _remove(self, job: Job) -> None:
         """Forget a job entirely (it is no longer queued or running)."""
-        job.alive = False
-        if job.ignore:
+        if job.state is _IGNORED:
             self.ignored -= 1
+        job.state = _GONE
         f = job.func
         f.total -= 1
         if not f.total and not f.workers:
@@ -909,7 +694,7 @@ class Scheduler:
             job.timer.cancel()
             job.timer = None
         job.retries += 1
-        if job.ignore:
+        if job.state is _IGNORED:
             self._remove(job)
             return
         if 0 <= self.job_retries < job.retries:
@@ -926,9 +711,10 @@ class Scheduler:
         job.numerator = job.denominator = b"0"
         if self.observer is not None:
             self.observer.requeued(job)
+        job.state = _QUEUED
         job.func.queues[job.priority].append(job)
         if job.func.sleepers:
-            self._wake(job.func, 1)
+            self.wakeups.wake(job.func, 1)
 
     def _detach(self, job: Job, peer: Peer) -> None:
         """A waiting client left; a job nobody waits for any more is ignored."""
@@ -938,15 +724,15 @@ class Scheduler:
         except ValueError:
             return
         peer.listening.discard(job)
-        if not clients and job.alive:
+        if not clients and job.state is not _GONE:
             self._ignore(job)
 
     def _ignore(self, job: Job) -> None:
-        if not job.ignore:
+        """Nobody waits for ``job`` any more: it goes when it is reached.  Like gearmand,
+        an ignored job no longer counts as persistently queued."""
+        if job.state is not _IGNORED:
             self.ignored += 1
-        job.ignore = True
-        # Like gearmand, an ignored job no longer counts as persistently queued.
-        job.queued_flag = False
+            job.state = _IGNORED
         stored = job.stored
         if stored is not None:
             job.stored = None
@@ -1005,13 +791,12 @@ class Scheduler:
     def cancel(self, handle: bytes) -> bool:
         """Admin ``cancel job``: WORK_FAIL to its clients, leave the store, ignore it."""
         job = self.handles.get(handle)
-        if job is None or job.ignore:
+        if job is None or job.state is _IGNORED:
             return job is not None
         self._fail_clients(job)
         for client in job.clients:
             client.listening.discard(job)
         job.clients = []
-        job.queued_flag = False
         self._ignore(job)
         if self.observer is not None:
             self.observer.cancelled(job)
@@ -1046,11 +831,11 @@ class Scheduler:
             # Newest first, as gearmand tries a worker's functions.
             peer.funcs.insert(0, f)
             if peer.sleeping and not peer.noop_sent:
-                if self._has_runnable(f):
+                if self.has_runnable(f):
                     peer.noop_sent = True
                     self.send(peer, NOOP_PACKET)
                 else:
-                    self._add_sleeper(f, peer)
+                    self.wakeups.sleep(f, peer)
         return f
 
     def cant_do(self, peer: Peer, args: Args) -> None:
@@ -1082,33 +867,19 @@ class Scheduler:
             # left in the dropped functions' sleeper deques no longer wake it.
             peer.sleep_seq += 1
             for f in peer.funcs:
-                self._add_sleeper(f, peer)
-
-    def _add_sleeper(self, f: Function, peer: Peer) -> None:
-        sleepers = f.sleepers
-        sleepers.append((peer, peer.sleep_seq))
-        if len(sleepers) > 2 * f.workers + 16:
-            # Workers that slept many times without a job for this function leave
-            # stale entries behind; keep the deque proportional to live sleepers.
-            live = [
-                (p, s)
-                for p, s in sleepers
-                if p.sleeping and not p.noop_sent and p.sleep_seq == s and not p.closed
-            ]
-            sleepers.clear()
-            sleepers.extend(live)
+                self.wakeups.sleep(f, peer)
 
     def pre_sleep(self, peer: Peer, args: Args) -> None:
         peer.sleeping = True
         peer.noop_sent = False
         peer.sleep_seq += 1
         for f in peer.funcs:
-            if self._has_runnable(f):
+            if self.has_runnable(f):
                 peer.noop_sent = True
                 self.send(peer, NOOP_PACKET)
                 return
         for f in peer.funcs:
-            self._add_sleeper(f, peer)
+            self.wakeups.sleep(f, peer)
 
     def _take(self, peer: Peer) -> Job | None:
         funcs = peer.funcs
@@ -1118,7 +889,7 @@ class Scheduler:
             for q in f.queues:
                 while q:
                     job = q.popleft()
-                    if job.ignore:
+                    if job.state is not _QUEUED:
                         self._reap(job)
                         continue
                     return job
@@ -1128,7 +899,7 @@ class Scheduler:
                 q = funcs[idx].queues[p]
                 while q:
                     job = q.popleft()
-                    if job.ignore:
+                    if job.state is not _QUEUED:
                         self._reap(job)
                         continue
                     # Round-robin: the function that yielded goes to the back.
@@ -1143,6 +914,7 @@ class Scheduler:
         if job is None:
             self.send(peer, NO_JOB_PACKET)
             return None
+        job.state = _RUNNING
         job.worker = peer
         job.func.running += 1
         peer.jobs[job] = None
@@ -1158,7 +930,7 @@ class Scheduler:
 
     def _timed_out(self, job: Job, peer: Peer) -> None:
         job.timer = None
-        if job.alive and job.worker is peer:
+        if job.state is not _GONE and job.worker is peer:
             logger.info(
                 "job %s timed out on worker fd %d, requeueing",
                 job.handle.decode(errors="replace"),
@@ -1171,10 +943,14 @@ class Scheduler:
         if job is None:
             return
         data = job.data
-        if len(data) < _SPLIT:
+        if len(data) < LARGE_PAYLOAD:
             # The per-job case, inlined: one small packet, one buffer.
             body = b"\0".join((job.handle, job.func.name, data))
-            self.send(peer, _pack_header(RES, _JOB_ASSIGN, len(body)) + body)
+            if not peer.closed:  # ``send``, inlined
+                out = peer.out
+                if not out:
+                    self.dirty.append(peer)
+                out.append(_pack_header(RES, _JOB_ASSIGN, len(body)) + body)
         else:
             self.send_parts(peer, _parts(_JOB_ASSIGN, job.handle, job.func.name, data))
 
@@ -1239,12 +1015,17 @@ class Scheduler:
         clients = job.clients
         if clients:
             data = args[1]
-            if len(data) < _SPLIT:
+            if len(data) < LARGE_PAYLOAD:
                 # The per-job case, inlined: one small packet shared by every client.
                 body = b"\0".join((handle, data))
                 packet = _pack_header(RES, _WORK_COMPLETE, len(body)) + body
+                dirty = self.dirty
                 for client in clients:
-                    self.send(client, packet)
+                    if not client.closed:  # ``send``, inlined
+                        out = client.out
+                        if not out:
+                            dirty.append(client)
+                        out.append(packet)
             else:
                 self._fan_out(job, _parts(_WORK_COMPLETE, handle, data))
         self._count_finished(job, "complete")
@@ -1427,14 +1208,18 @@ class Scheduler:
 
 
 __all__ = [
+    "ERR_BAD_EPOCH",
+    "ERR_MAGIC",
+    "HIGH",
+    "LOW",
+    "MAX_CLIENT_ID",
+    "MAX_HANDLE",
+    "MAX_UNIQUE",
+    "NORMAL",
     "DropPeer",
-    "Function",
     "Gate",
-    "Job",
     "JobObserver",
-    "Peer",
     "Scheduler",
-    "Stats",
     "Timers",
     "atoi",
     "strtoll",
