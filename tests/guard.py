@@ -101,7 +101,7 @@ class Guard:
         sys.addaudithook(self._audit)
         import _posixsubprocess
 
-        _posixsubprocess.fork_exec = self._refusing(  # type: ignore[attr-defined]
+        _posixsubprocess.fork_exec = self._refusing(
             _posixsubprocess.fork_exec, lambda *a, **k: "a process (_posixsubprocess.fork_exec)"
         )
         try:

@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
+from multiprocessing.context import ForkContext, ForkServerContext, SpawnContext
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +68,16 @@ def test_fork_is_refused(guard: Guard) -> None:
     assert "os.fork" in refused(guard, fork)
 
 
-@pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+CONTEXTS: dict[str, SpawnContext | ForkServerContext | ForkContext] = {
+    "spawn": multiprocessing.get_context("spawn"),
+    "forkserver": multiprocessing.get_context("forkserver"),
+    "fork": multiprocessing.get_context("fork"),
+}
+
+
+@pytest.mark.parametrize("method", sorted(CONTEXTS))
 def test_multiprocessing_is_refused(guard: Guard, method: str) -> None:
-    process = multiprocessing.get_context(method).Process(target=print)
+    process = CONTEXTS[method].Process(target=print)
     with pytest.raises(FastTierViolation):
         process.start()
     assert guard.take()
