@@ -24,18 +24,19 @@ run: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
-# The fast tier: pure and in-memory tests, no processes and no databases, in well under
+# The fast tier: pure and in-memory tests, no processes and no databases, in under
 # a minute.  tests/fast_tier.py lists its files; tests/guard.py fails any test there that
 # starts a process or connects to PostgreSQL, MariaDB or Redis.  `make test` stays the
 # full suite (and what CI runs).
 #
 # It also gates coverage (lines and branches) of the sans-IO protocol and the server's
-# scheduler: FAST_COVERAGE names them, and those that exist are measured.  When the
-# gate was set the tier reached 97.4 % over gearshift.protocol and gearshift.server.jobs
-# (the scheduler before its split into model, scheduler and wakeups); FAST_COVERAGE_MIN
-# leaves a point and a half of that for code still to be tested, not more.
-FAST_COVERAGE := gearshift.protocol gearshift.server.jobs gearshift.server.model \
-	gearshift.server.scheduler gearshift.server.wakeups
+# scheduler: FAST_COVERAGE names them, and those that exist are measured.  The tier
+# reached 97.4 % when the gate was set (gearshift.protocol and the scheduler when it was
+# still gearshift.server.jobs) and 97.3 % after the scheduler's split into model,
+# scheduler and wakeups; FAST_COVERAGE_MIN leaves a little over a point for code still
+# to be tested, not more.
+FAST_COVERAGE := gearshift.protocol gearshift.server.model gearshift.server.scheduler \
+	gearshift.server.wakeups
 FAST_COVERAGE_MIN := 96
 exists = $(wildcard src/$(subst .,/,$(1)).py src/$(subst .,/,$(1))/__init__.py)
 

@@ -7,14 +7,14 @@ a database, so a file belongs on this list only if all of its tests pass under t
 guard; tests marked ``interop``, ``postgres``, ``redis`` or ``mysql`` in a listed file
 are left out (they are the full suite's).  ``make test`` still runs everything.
 
-To add a file: check that ``pytest --fast`` passes with it listed, and that the tier
-stays under a minute (its run time is printed at the end).
+To add a file: list it below, in order, and check that ``make test-fast`` passes (the
+guard and the coverage gate) and stays under a minute (it prints its run time).
 """
 
 from __future__ import annotations
 
-#: Paths from the repository root, one file a line, sorted.  New fast test files are
-#: added here (the lead adds the ones the others send).
+#: Paths from the repository root, one file a line, sorted.  New fast test files go
+#: here.
 FAST_FILES = [
     "tests/client/test_adminreplies.py",
     "tests/client/test_protocol.py",
