@@ -19,16 +19,17 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from gearshift.errors import StoreError
 from gearshift.protocol.codec import Event, Handler, Packet, queue_error
 from gearshift.protocol.packets import MAX_PACKET_TYPE, SUBMITS
 from gearshift.records import StoredJob
-from gearshift.server.model import Job, Peer
+from gearshift.server.model import Job
 from gearshift.server.scheduler import ERR_MAGIC, Scheduler
 
 if TYPE_CHECKING:
+    from gearshift.server.connection import Connection
     from gearshift.server.server import GearmanServer
 
 logger = logging.getLogger(__name__)
@@ -60,34 +61,6 @@ class PendingReply:
         self.reply = b""
 
 
-class OrderedPeer(Protocol):
-    """What the reply order needs from its connection."""
-
-    @property
-    def sched(self) -> Scheduler: ...
-
-    @property
-    def server(self) -> GearmanServer: ...
-
-    @property
-    def out(self) -> list[bytes]: ...
-
-    @property
-    def closed(self) -> bool: ...
-
-    @property
-    def order(self) -> ReplyOrder: ...
-
-    def hold_reading(self, held: bool) -> None:
-        """Use the held tables (True) or the usual ones (False)."""
-
-    def rerun(self, event: Event) -> bool:
-        """Run a message that waited; False if the connection was dropped for it."""
-
-    def caught_up(self) -> None:
-        """Nothing waits for the store any more: read again if that was paused."""
-
-
 class Tables(NamedTuple):
     """The reader's handler tables of every connection of one server."""
 
@@ -100,19 +73,19 @@ class Tables(NamedTuple):
     held_responses: Sequence[Handler]
 
 
-def _wrong_magic(conn: OrderedPeer, args: Sequence[bytes]) -> None:
-    conn.sched.send(conn, ERR_MAGIC)  # type: ignore[arg-type]
+def _wrong_magic(conn: Connection, args: Sequence[bytes]) -> None:
+    conn.sched.send(conn, ERR_MAGIC)
 
 
 def _durable(ptype: int) -> Handler:
-    def handler(conn: OrderedPeer, args: list[bytes]) -> None:
+    def handler(conn: Connection, args: list[bytes]) -> None:
         conn.order.submit(ptype, args)
 
     return handler
 
 
 def _holder(ptype: int, request: bool) -> Handler:
-    def handler(conn: OrderedPeer, args: list[bytes]) -> None:
+    def handler(conn: Connection, args: list[bytes]) -> None:
         conn.order.hold(Packet(ptype, tuple(args), request))
 
     return handler
@@ -158,11 +131,16 @@ BACKLOG_HIGH_WATER: Final = 1024
 
 
 class ReplyOrder:
-    """One connection's replies in request order, while some wait for the store."""
+    """One connection's replies in request order, while some wait for the store.
+
+    It asks its connection to switch the reader's tables (``hold_reading``), to run a
+    message that waited (``rerun``) and to read again once nothing waits
+    (``caught_up``).
+    """
 
     __slots__ = ("conn", "fifo", "backlog", "blocked", "persistent")
 
-    def __init__(self, conn: OrderedPeer, persistent: bool) -> None:
+    def __init__(self, conn: Connection, persistent: bool) -> None:
         self.conn = conn
         #: Replies in request order: pending store adds and answers queued behind them.
         self.fifo: deque[PendingAdd | PendingReply | bytes] = deque()
@@ -202,7 +180,7 @@ class ReplyOrder:
         sched = conn.sched
         out = conn.out
         before = len(out)
-        job = sched.submit_request(conn, ptype, args, defer=True)  # type: ignore[arg-type]
+        job = sched.submit_request(conn, ptype, args, defer=True)
         fifo = self.fifo
         if job is None:
             # Answered at once (coalesced, refused); behind pending adds it must wait.
@@ -245,24 +223,23 @@ class ReplyOrder:
         """Send the replies at the head of the fifo that are settled, in order; once
         none waits, run what was held back."""
         conn = self.conn
-        peer: Peer = conn  # type: ignore[assignment]
         sched = conn.sched
         fifo = self.fifo
         while fifo:
             head = fifo[0]
             if isinstance(head, bytes):
                 fifo.popleft()
-                sched.send(peer, head)
+                sched.send(conn, head)
                 continue
             if not head.done:
                 break
             fifo.popleft()
             if isinstance(head, PendingReply):
-                sched.send(peer, head.reply)
+                sched.send(conn, head.reply)
             elif head.error is None:
-                sched.activate(head.job, peer, head.stored)
+                sched.activate(head.job, conn, head.stored)
             else:
-                sched.abort(head.job, peer, head.error)
+                sched.abort(head.job, conn, head.error)
         if not fifo:
             backlog = self.backlog
             self.blocked = False
