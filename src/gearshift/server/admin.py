@@ -69,10 +69,6 @@ class AdminCommands:
             raise ValueError(f"an admin command is one to three words, not {words!r}")
         self._table[key] = handler
 
-    def names(self) -> list[str]:
-        """Every registered command, as typed."""
-        return sorted(" ".join(w.decode() for w in key) for key in self._table)
-
     def run(self, host: AdminHost, peer: Peer, tokens: list[bytes]) -> Reply:
         """Run one admin command (already split into at most five tokens)."""
         if not tokens:

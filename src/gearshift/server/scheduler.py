@@ -455,7 +455,7 @@ class Scheduler:
         )
 
     def submit_epoch(self, peer: Peer, args: Args) -> None:
-        """SUBMIT_JOB_EPOCH (kept by name for callers of the scheduler)."""
+        """SUBMIT_JOB_EPOCH, by name (the dispatch table has it under its type)."""
         self.submit_request(peer, _T.SUBMIT_JOB_EPOCH, args)
 
     def submit(
