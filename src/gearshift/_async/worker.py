@@ -25,11 +25,9 @@ are cancelled and their connection closed, so the server requeues them.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import inspect
 import logging
-import queue
 import random
 import signal
 import threading
@@ -40,6 +38,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from gearshift._async.connection import Attached, Connection, Request, connect
+from gearshift._async.threads import DaemonThreadPool
 from gearshift.addresses import ServerAddress, ServersArg, parse_servers
 from gearshift.codecs import Codec, describe_exception, get_codec
 from gearshift.errors import (
@@ -172,68 +171,6 @@ class WorkerJob(Generic[T]):
         self._emit(lambda p: p.work_exception(self._handle, payload), True)
 
 
-class _DaemonThreadPool(concurrent.futures.Executor):
-    """A thread pool whose threads do not hold the process open at exit.
-
-    ThreadPoolExecutor joins its threads when the interpreter exits, so a blocking
-    handler stuck in a long call would keep a worker alive after an immediate stop
-    (a second Ctrl-C).  These threads are daemons; the graceful path still waits for
-    the jobs itself.
-    """
-
-    def __init__(self, max_workers: int, name: str) -> None:
-        self._max = max_workers
-        self._name = name
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._idle = threading.Semaphore(0)
-        self._threads: list[threading.Thread] = []
-        self._closed = False
-
-    def submit(
-        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-    ) -> concurrent.futures.Future[Any]:
-        if self._closed:
-            raise RuntimeError("thread pool is shut down")
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._queue.put((future, fn, args, kwargs))
-        if not self._idle.acquire(blocking=False) and len(self._threads) < self._max:
-            thread = threading.Thread(
-                target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
-        return future
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            future, fn, args, kwargs = item
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(*args, **kwargs))
-                except BaseException as exc:  # delivered to whoever awaits the job
-                    future.set_exception(exc)
-            self._idle.release()
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        self._closed = True
-        if cancel_futures:
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not None:
-                    item[0].cancel()
-        for _ in self._threads:
-            self._queue.put(None)
-        if wait:
-            for thread in self._threads:
-                thread.join()
-
-
 #: Results at least this large are written at once, never held to share a write.
 _CORK_LIMIT = 64 * 1024
 
@@ -312,6 +249,8 @@ class _WorkerConnection(Connection[WorkerProtocol]):
         self, job: WorkerJob[Any], build: Callable[[WorkerProtocol], bytes], final: bool
     ) -> None:
         """Send an update or the result of ``job`` (on the loop thread)."""
+        if final:
+            self.detach(job._handle, job)  # sent or dropped, the job is over here
         if self.closed:
             logger.info("result for a job of a lost connection to %s dropped", self.address)
             return
@@ -320,8 +259,6 @@ class _WorkerConnection(Connection[WorkerProtocol]):
         except LocalProtocolError as exc:
             logger.info("update for a job no longer ours dropped: %s", exc)
             return
-        if final:
-            self.detach(job._handle, job)
         self.send(data)
 
     async def shut(self, reset: bool) -> None:
@@ -419,7 +356,7 @@ class AsyncWorker:
         self._grabbing = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._executor: _DaemonThreadPool | None = None
+        self._executor: DaemonThreadPool | None = None
         self._processes: ProcessPool | None = None
         self._started = False
         self._closing = False
@@ -708,9 +645,9 @@ class AsyncWorker:
         except Exception:  # a broken hook must not break the worker
             logger.exception("worker hook %r raised", hook)
 
-    def _pool(self) -> _DaemonThreadPool:
+    def _pool(self) -> DaemonThreadPool:
         if self._executor is None:
-            self._executor = _DaemonThreadPool(self.concurrency, "gearshift-job")
+            self._executor = DaemonThreadPool(self.concurrency, "gearshift-job")
         return self._executor
 
     async def _call(self, fn: _Function, job: WorkerJob[Any]) -> Any:
