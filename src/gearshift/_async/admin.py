@@ -20,6 +20,7 @@ from gearshift.protocol.adminreplies import (
     StoredJobInfo,
     StoreInfo,
     WorkerInfo,
+    check_command,
     check_ok,
     check_token,
     maxqueue_command,
@@ -108,8 +109,7 @@ class AsyncAdminClient(AsyncClosing):
         """
         if self._closed:
             raise ClosedError("admin client is closed")
-        if "\n" in command or "\r" in command:
-            raise ValueError("admin command must be one line")
+        check_command(command)  # before connecting
         async with self._lock:
             conn = self._conn
             if conn is None or conn.closed:

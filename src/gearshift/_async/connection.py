@@ -349,7 +349,7 @@ class Connection(asyncio.Protocol, Generic[C]):
                 waiter.exception()
         self._unsent = None
         self._unsent_bytes = 0
-        transport = getattr(self, "transport", None)
+        transport = getattr(self, "transport", None)  # unset if it never connected
         if transport is not None:
             if graceful:
                 transport.close()  # what was written still goes out

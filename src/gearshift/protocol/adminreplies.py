@@ -281,8 +281,7 @@ class AdminProtocol:
             ValueError: the command spans lines.
             LocalProtocolError: the connection is closed.
         """
-        if "\n" in command or "\r" in command:
-            raise ValueError("admin command must be one line")
+        check_command(command)
         if self.closed:
             raise LocalProtocolError("connection is closed")
         self._reader.expect(command)
@@ -460,6 +459,13 @@ def maxqueue_command(function: str, size: int | tuple[int, int, int] | None) -> 
         high, normal, low = size
         return f"maxqueue {function} {int(high)} {int(normal)} {int(low)}"
     return f"maxqueue {function} {int(size)}"
+
+
+def check_command(command: str) -> str:
+    """Refuse a command that spans lines (it would be several commands)."""
+    if "\n" in command or "\r" in command:
+        raise ValueError("admin command must be one line")
+    return command
 
 
 def check_token(value: str, what: str) -> str:
