@@ -128,6 +128,22 @@ async def test_client_echo_fails_over_and_reports_every_server_lost(
     assert [len(net.transports[s]) for s in (a, b)] == [1, 1]
 
 
+async def test_client_set_option_skips_a_connection_lost_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    net = ScriptedNetwork(monkeypatch)
+    server = net.add(_creating)
+    async with AsyncClient(server, exceptions=False) as client:
+        await client.submit_background("f", b"x")  # connected
+        net.transports[server][0].script = packet_script(
+            lambda p: HANG_UP if p.type == T.OPTION_REQ else None
+        )
+        await client.set_option("exceptions")  # the connection drops instead of answering
+        assert client._options == [b"exceptions"]
+        await client.submit_background("f", b"y")  # a new connection, sent the option first
+    assert _types(net.transports[server][1].data) == [T.OPTION_REQ, T.SUBMIT_JOB_BG]
+
+
 # -- worker -------------------------------------------------------------------------------
 
 

@@ -709,8 +709,10 @@ class AsyncClient(AsyncClosing, Generic[T]):
         """
         option = name.encode()
         for conn in list(self._conns.values()):
-            future = conn.request(functools.partial(_option_packet, conn.core, option))
-            await future
+            try:
+                await conn.request(functools.partial(_option_packet, conn.core, option))
+            except RequestLost:
+                continue  # that connection is gone; the next one is sent the option
         if option not in self._options:
             self._options.append(option)
 
