@@ -20,7 +20,7 @@ Synchronous tests (the server runs its own event loop in a background thread)::
 
 Keyword arguments are ``ServerConfig`` fields; ``queue_type`` defaults to the memory
 store so that tests leave nothing behind.  The server is built as the command line
-builds it (``server.build.build_server``): with the HTTP listener when ``http=True``,
+builds it (``gearshift.build.build_server``): with the HTTP listener when ``http=True``,
 and the cluster when the store is clustered.
 """
 
@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
 
-from gearshift.server.build import build_server
+from gearshift.build import build_server
 from gearshift.server.config import ServerConfig
 from gearshift.server.server import GearmanServer
 from gearshift.store import Store

@@ -41,4 +41,3 @@ def test_policy_and_data_do_no_io(name: str) -> None:
     assert not _under(found, "gearshift.store"), found
     assert not _under(found, "asyncio"), found
     assert not _under(found, "socket"), found
-

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from gearshift._version import __version__
+from gearshift.build import build_server
 from gearshift.errors import ConfigError, GearmanError
-from gearshift.server.build import build_server
 from gearshift.server.config import ParsedArgs, ServerConfig, build_parser, parse_args
 from gearshift.store import open_store
 

@@ -2,7 +2,7 @@
 
 ``start()`` opens the store, replays its background jobs into the scheduler, then opens
 the listeners, starts the optional services (``service.Service``: the HTTP listener,
-the cluster, plugged in by ``build.build_server``) and returns the bound addresses
+the cluster, plugged in by ``gearshift.build.build_server``) and returns the bound addresses
 (port 0 works).  ``shutdown(graceful)``
 closes the listeners and the connections and then the store; a graceful one drains
 first (``_drain``): submits are refused, durable queued jobs stay in the store for the
@@ -71,7 +71,7 @@ class GearmanServer:
         config: listen address, limits and gearmand options; defaults otherwise.
         store: the durable queue; by default built from ``config.queue_type`` and
             ``config.queue_options`` with ``gearshift.store.open_store``.
-        services: optional services to run beside it (``build.build_server`` picks
+        services: optional services to run beside it (``gearshift.build.build_server`` picks
             them from the configuration).
     """
 

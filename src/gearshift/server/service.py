@@ -2,7 +2,7 @@
 
 The core server (``server.GearmanServer``, its connections and the scheduler) knows
 only this interface, so it imports neither the HTTP stack nor the cluster runner;
-``build.build_server`` (used by the CLI and ``gearshift.testing``) plugs them in.  A
+``gearshift.build.build_server`` (used by the CLI and ``gearshift.testing``) plugs them in.  A
 service may add admin commands to ``server.admin`` in ``prepare``.
 """
 
