@@ -29,18 +29,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 from gearshift._async.closing import AsyncClosing
 from gearshift._async.connection import Attached, Connection, Request, RequestLost, connect
-from gearshift._async.job import (
-    AsyncJob,
-    JobHandle,
-    JobState,
-    JobUpdate,
-    WorkComplete,
-    WorkData,
-    WorkException,
-    WorkFail,
-    WorkStatus,
-    WorkWarning,
-)
+from gearshift._async.job import AsyncJob, JobHandle
 from gearshift.addresses import ServerAddress, ServersArg, parse_servers
 from gearshift.codecs import Codec, get_codec
 from gearshift.errors import (
@@ -70,22 +59,7 @@ from gearshift.tls import TLSArg, client_context
 
 logger = logging.getLogger(__name__)
 
-# The job types live in gearshift._async.job; they are named here too, where the
-# package and callers have always found them.
-__all__ = [
-    "AsyncClient",
-    "AsyncJob",
-    "JobHandle",
-    "JobRequest",
-    "JobState",
-    "JobUpdate",
-    "WorkComplete",
-    "WorkData",
-    "WorkException",
-    "WorkFail",
-    "WorkStatus",
-    "WorkWarning",
-]
+__all__ = ["AsyncClient", "JobRequest"]
 
 T = TypeVar("T")
 R = TypeVar("R")

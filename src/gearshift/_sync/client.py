@@ -11,14 +11,8 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar, overload
 
-from gearshift._async.client import (
-    AsyncClient,
-    AsyncJob,
-    JobHandle,
-    JobRequest,
-    JobState,
-    JobUpdate,
-)
+from gearshift._async.client import AsyncClient, JobRequest
+from gearshift._async.job import AsyncJob, JobHandle, JobState, JobUpdate
 from gearshift._sync.portal import Portal, PortalOwner
 from gearshift.addresses import ServersArg
 from gearshift.codecs import Codec

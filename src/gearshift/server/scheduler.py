@@ -1210,12 +1210,6 @@ class Scheduler:
 __all__ = [
     "ERR_BAD_EPOCH",
     "ERR_MAGIC",
-    "HIGH",
-    "LOW",
-    "MAX_CLIENT_ID",
-    "MAX_HANDLE",
-    "MAX_UNIQUE",
-    "NORMAL",
     "DropPeer",
     "Gate",
     "JobObserver",
