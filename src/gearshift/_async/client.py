@@ -59,7 +59,7 @@ from gearshift.tls import TLSArg, client_context
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AsyncClient", "JobRequest"]
+__all__ = ["AsyncClient", "JobRequest", "PhpTaskNames"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -135,6 +135,43 @@ class JobRequest:
     priority: Priority = Priority.NORMAL
 
 
+class PhpTaskNames:
+    """PHP's ``addTask*`` names, the same on AsyncClient and the blocking Client: each
+    adds one task with ``add_task``, which the class mixing this in defines."""
+
+    add_task: Callable[..., None]
+
+    def add_task_high(
+        self, function: str | bytes, data: Any = None, unique: str | None = None
+    ) -> None:
+        """PHP ``addTaskHigh``."""
+        self.add_task(function, data, unique=unique, priority=Priority.HIGH)
+
+    def add_task_low(
+        self, function: str | bytes, data: Any = None, unique: str | None = None
+    ) -> None:
+        """PHP ``addTaskLow``."""
+        self.add_task(function, data, unique=unique, priority=Priority.LOW)
+
+    def add_task_background(
+        self, function: str | bytes, data: Any = None, unique: str | None = None
+    ) -> None:
+        """PHP ``addTaskBackground``."""
+        self.add_task(function, data, unique=unique, background=True)
+
+    def add_task_high_background(
+        self, function: str | bytes, data: Any = None, unique: str | None = None
+    ) -> None:
+        """PHP ``addTaskHighBackground``."""
+        self.add_task(function, data, unique=unique, priority=Priority.HIGH, background=True)
+
+    def add_task_low_background(
+        self, function: str | bytes, data: Any = None, unique: str | None = None
+    ) -> None:
+        """PHP ``addTaskLowBackground``."""
+        self.add_task(function, data, unique=unique, priority=Priority.LOW, background=True)
+
+
 def _option_packet(proto: ClientProtocol, option: bytes, tag: object) -> bytes:
     return proto.option(option, tag=tag)
 
@@ -168,7 +205,7 @@ def _epoch(when: datetime | float | int) -> int:
     return int(when)
 
 
-class AsyncClient(AsyncClosing, Generic[T]):
+class AsyncClient(AsyncClosing, PhpTaskNames, Generic[T]):
     """Submit jobs and query them, over one connection per server.
 
     Args:
@@ -703,36 +740,6 @@ class AsyncClient(AsyncClosing, Generic[T]):
     ) -> None:
         """PHP ``addTask*``: queue a job locally until ``run_tasks()`` sends them all."""
         self._task_set.append((JobRequest(function, data, unique, priority), background))
-
-    def add_task_high(
-        self, function: str | bytes, data: Any = None, unique: str | None = None
-    ) -> None:
-        """PHP ``addTaskHigh``."""
-        self.add_task(function, data, unique=unique, priority=Priority.HIGH)
-
-    def add_task_low(
-        self, function: str | bytes, data: Any = None, unique: str | None = None
-    ) -> None:
-        """PHP ``addTaskLow``."""
-        self.add_task(function, data, unique=unique, priority=Priority.LOW)
-
-    def add_task_background(
-        self, function: str | bytes, data: Any = None, unique: str | None = None
-    ) -> None:
-        """PHP ``addTaskBackground``."""
-        self.add_task(function, data, unique=unique, background=True)
-
-    def add_task_high_background(
-        self, function: str | bytes, data: Any = None, unique: str | None = None
-    ) -> None:
-        """PHP ``addTaskHighBackground``."""
-        self.add_task(function, data, unique=unique, priority=Priority.HIGH, background=True)
-
-    def add_task_low_background(
-        self, function: str | bytes, data: Any = None, unique: str | None = None
-    ) -> None:
-        """PHP ``addTaskLowBackground``."""
-        self.add_task(function, data, unique=unique, priority=Priority.LOW, background=True)
 
     async def run_tasks(
         self,

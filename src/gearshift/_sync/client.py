@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar, overload
 
-from gearshift._async.client import AsyncClient, JobRequest
+from gearshift._async.client import AsyncClient, JobRequest, PhpTaskNames
 from gearshift._async.job import AsyncJob, JobHandle, JobState, JobUpdate
 from gearshift._sync.portal import Portal, PortalOwner
 from gearshift.addresses import ServersArg
@@ -115,7 +115,7 @@ class Job(Generic[T]):
             yield update
 
 
-class Client(PortalOwner, Generic[T]):
+class Client(PortalOwner, PhpTaskNames, Generic[T]):
     """Blocking client; the arguments are AsyncClient's.
 
     Use it as a context manager, or call ``close()``: it owns a thread.
@@ -331,36 +331,6 @@ class Client(PortalOwner, Generic[T]):
                 function, data, unique=unique, priority=priority, background=background
             )
         )
-
-    def add_task_high(
-        self, function: str | bytes, data: Any = None, unique: str | None = None
-    ) -> None:
-        """PHP ``addTaskHigh``."""
-        self.add_task(function, data, unique=unique, priority=Priority.HIGH)
-
-    def add_task_low(
-        self, function: str | bytes, data: Any = None, unique: str | None = None
-    ) -> None:
-        """PHP ``addTaskLow``."""
-        self.add_task(function, data, unique=unique, priority=Priority.LOW)
-
-    def add_task_background(
-        self, function: str | bytes, data: Any = None, unique: str | None = None
-    ) -> None:
-        """PHP ``addTaskBackground``."""
-        self.add_task(function, data, unique=unique, background=True)
-
-    def add_task_high_background(
-        self, function: str | bytes, data: Any = None, unique: str | None = None
-    ) -> None:
-        """PHP ``addTaskHighBackground``."""
-        self.add_task(function, data, unique=unique, priority=Priority.HIGH, background=True)
-
-    def add_task_low_background(
-        self, function: str | bytes, data: Any = None, unique: str | None = None
-    ) -> None:
-        """PHP ``addTaskLowBackground``."""
-        self.add_task(function, data, unique=unique, priority=Priority.LOW, background=True)
 
     def run_tasks(self, timeout: float | None = None) -> list[T | JobHandle | BaseException]:
         """PHP ``runTasks``; see AsyncClient.run_tasks."""
