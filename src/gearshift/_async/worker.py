@@ -271,7 +271,40 @@ class _WorkerConnection(Connection[WorkerProtocol]):
                 await self.wait_closed()
 
 
-class AsyncWorker:
+class FunctionDecorator:
+    """``@worker.function``, the same on AsyncWorker and the blocking Worker: it calls
+    ``register``, which the class mixing this in defines."""
+
+    register: Callable[..., None]
+
+    @overload
+    def function(self, name: F) -> F: ...
+
+    @overload
+    def function(
+        self, name: str | bytes | None = None, *, timeout: float | None = None
+    ) -> Callable[[F], F]: ...
+
+    def function(
+        self, name: str | bytes | F | None = None, *, timeout: float | None = None
+    ) -> F | Callable[[F], F]:
+        """Decorator form of ``register``: ``@worker.function("name", timeout=5)``.
+
+        Without a name the handler's ``__name__`` is used; the handler is returned
+        unchanged.
+        """
+        if callable(name):
+            self.register(name.__name__, name)
+            return name
+
+        def decorate(handler: F) -> F:
+            self.register(name if name is not None else handler.__name__, handler, timeout=timeout)
+            return handler
+
+        return decorate
+
+
+class AsyncWorker(FunctionDecorator):
     """Registers functions and runs jobs from every configured server.
 
     Args:
@@ -413,32 +446,6 @@ class AsyncWorker:
                 )
         self._functions[name] = fn
         self._broadcast(lambda p: p.can_do(name, fn.timeout_ms))
-
-    @overload
-    def function(self, name: F) -> F: ...
-
-    @overload
-    def function(
-        self, name: str | bytes | None = None, *, timeout: float | None = None
-    ) -> Callable[[F], F]: ...
-
-    def function(
-        self, name: str | bytes | F | None = None, *, timeout: float | None = None
-    ) -> F | Callable[[F], F]:
-        """Decorator form of ``register``: ``@worker.function("name", timeout=5)``.
-
-        Without a name the handler's ``__name__`` is used; the handler is returned
-        unchanged.
-        """
-        if callable(name):
-            self.register(name.__name__, name)
-            return name
-
-        def decorate(handler: F) -> F:
-            self.register(name if name is not None else handler.__name__, handler, timeout=timeout)
-            return handler
-
-        return decorate
 
     def unregister(self, function: str | bytes) -> None:
         """CANT_DO: stop taking jobs for ``function`` (running ones are requeued by the server)."""

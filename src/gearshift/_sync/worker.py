@@ -13,18 +13,22 @@ import signal
 import threading
 from collections.abc import Callable, Iterable
 from types import FrameType
-from typing import Any, TypeVar, overload
+from typing import Any
 
-from gearshift._async.worker import AsyncWorker, Executor, Handler, WorkerJob
+from gearshift._async.worker import (
+    AsyncWorker,
+    Executor,
+    FunctionDecorator,
+    Handler,
+    WorkerJob,
+)
 from gearshift._sync.portal import Portal, PortalOwner
 from gearshift.addresses import ServerAddress, ServersArg
 from gearshift.codecs import Codec
 from gearshift.tls import TLSArg
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-
-class Worker(PortalOwner):
+class Worker(PortalOwner, FunctionDecorator):
     """Blocking worker; the arguments are AsyncWorker's (hooks run on its loop thread).
 
     Use it as a context manager, or call ``close()``: it owns a thread.
@@ -94,28 +98,6 @@ class Worker(PortalOwner):
     ) -> None:
         """Register ``handler(job)`` for ``function``; see AsyncWorker.register."""
         self._portal.call_sync(lambda: self._async.register(function, handler, timeout=timeout))
-
-    @overload
-    def function(self, name: F) -> F: ...
-
-    @overload
-    def function(
-        self, name: str | bytes | None = None, *, timeout: float | None = None
-    ) -> Callable[[F], F]: ...
-
-    def function(
-        self, name: str | bytes | F | None = None, *, timeout: float | None = None
-    ) -> F | Callable[[F], F]:
-        """Decorator form of ``register``: ``@worker.function("name", timeout=5)``."""
-        if callable(name):
-            self.register(name.__name__, name)
-            return name
-
-        def decorate(handler: F) -> F:
-            self.register(name if name is not None else handler.__name__, handler, timeout=timeout)
-            return handler
-
-        return decorate
 
     def unregister(self, function: str | bytes) -> None:
         """CANT_DO for ``function``."""
