@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gearshift._async.admin import AsyncAdminClient
-from gearshift._sync.portal import Portal, PortalOwner
-from gearshift.addresses import ServerAddress
+from gearshift._sync.portal import Portal, PortalOwner, twin_arguments
 from gearshift.protocol.adminreplies import (
     ClusterMember,
     FunctionStatus,
@@ -14,7 +15,6 @@ from gearshift.protocol.adminreplies import (
     StoreInfo,
     WorkerInfo,
 )
-from gearshift.tls import TLSArg
 
 
 class AdminClient(PortalOwner):
@@ -27,17 +27,9 @@ class AdminClient(PortalOwner):
         tls: as for AsyncClient: None, True, a CA path, TLSFiles or an SSLContext.
     """
 
-    def __init__(
-        self,
-        server: str | ServerAddress | None = None,
-        *,
-        connect_timeout: float | None = 10.0,
-        timeout: float | None = 30.0,
-        tls: TLSArg = None,
-    ) -> None:
-        self._async: AsyncAdminClient = AsyncAdminClient(
-            server, connect_timeout=connect_timeout, timeout=timeout, tls=tls
-        )
+    @twin_arguments(AsyncAdminClient)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._async: AsyncAdminClient = AsyncAdminClient(*args, **kwargs)
         self.server = self._async.server
         self._portal = Portal("gearshift-admin")
 

@@ -184,8 +184,8 @@ class Client(PortalOwner, PhpTaskNames, Generic[T]):
         tls: TLSArg = None,
     ) -> None:
         self._portal = Portal("gearshift-client")
-        self._async: AsyncClient[T] = self._portal.call(
-            _make_client,
+        self._async: AsyncClient[T] = self._build_twin(
+            AsyncClient,
             servers,
             client_id=client_id,
             codec=codec,
@@ -373,8 +373,3 @@ class Client(PortalOwner, PhpTaskNames, Generic[T]):
     def job_status_by_unique_key(self, unique: str | bytes) -> JobStatus:
         """PHP ``jobStatusByUniqueKey``."""
         return self._portal.call(self._async.job_status_by_unique_key, unique)
-
-
-async def _make_client(servers: ServersArg | None, **kwargs: Any) -> AsyncClient[Any]:
-    # Built on the portal's loop so everything it creates belongs to that loop.
-    return AsyncClient(servers, **kwargs)

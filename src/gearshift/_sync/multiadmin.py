@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gearshift._async.multiadmin import AsyncMultiAdmin
-from gearshift._sync.portal import Portal, PortalOwner
-from gearshift.addresses import ServerAddress, ServersArg
+from gearshift._sync.portal import Portal, PortalOwner, twin_arguments
+from gearshift.addresses import ServerAddress
 from gearshift.errors import GearmanError
 from gearshift.protocol.adminreplies import FunctionStatus, JobInfo, PriorityStatus, WorkerInfo
-from gearshift.tls import TLSArg
 
 
 class MultiAdmin(PortalOwner):
@@ -21,17 +22,9 @@ class MultiAdmin(PortalOwner):
         connect_timeout, timeout, tls: as for AdminClient, for every server.
     """
 
-    def __init__(
-        self,
-        servers: ServersArg | None = None,
-        *,
-        connect_timeout: float | None = 10.0,
-        timeout: float | None = 30.0,
-        tls: TLSArg = None,
-    ) -> None:
-        self._async: AsyncMultiAdmin = AsyncMultiAdmin(
-            servers, connect_timeout=connect_timeout, timeout=timeout, tls=tls
-        )
+    @twin_arguments(AsyncMultiAdmin)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._async: AsyncMultiAdmin = AsyncMultiAdmin(*args, **kwargs)
         self.servers = self._async.servers
         self._portal = Portal("gearshift-multiadmin")
 

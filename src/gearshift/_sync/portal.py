@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, Self, TypeVar
 
 from gearshift.errors import ClosedError
 
 T = TypeVar("T")
+S = TypeVar("S")
+P = ParamSpec("P")
 
 
 class Portal:
@@ -117,6 +120,23 @@ class Portal:
         self._thread.join()
 
 
+def twin_arguments(
+    twin: Callable[P, object],
+) -> Callable[[Callable[Concatenate[S, ...], None]], Callable[Concatenate[S, P], None]]:
+    """Decorate a blocking class's ``__init__(self, *args, **kwargs)`` that hands its
+    arguments to the async twin, so that it takes exactly the twin's parameters.
+
+    Type checkers check calls against the twin's constructor, and ``inspect.signature``
+    (``help()``) shows its parameters, through ``__wrapped__``.
+    """
+
+    def decorate(init: Callable[Concatenate[S, ...], None]) -> Callable[Concatenate[S, P], None]:
+        functools.update_wrapper(init, twin.__init__, assigned=(), updated=())
+        return init
+
+    return decorate
+
+
 class _AsyncTwin(Protocol):
     async def aclose(self) -> None: ...
 
@@ -130,6 +150,19 @@ class PortalOwner:
 
     _portal: Portal
     _async: _AsyncTwin
+
+    def _build_twin(self, cls: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``cls(*args, **kwargs)``, built on the portal's loop so that everything it
+        creates belongs to that loop.  If it raises, the portal's thread is stopped."""
+
+        async def build() -> T:
+            return cls(*args, **kwargs)
+
+        try:
+            return self._portal.call(build)
+        except BaseException:
+            self._portal.close()
+            raise
 
     def close(self) -> None:
         """Close the async twin and stop the private event loop thread."""

@@ -11,21 +11,12 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
-from gearshift._async.worker import (
-    AsyncWorker,
-    Executor,
-    FunctionDecorator,
-    Handler,
-    WorkerJob,
-)
-from gearshift._sync.portal import Portal, PortalOwner
-from gearshift.addresses import ServerAddress, ServersArg
-from gearshift.codecs import Codec
-from gearshift.tls import TLSArg
+from gearshift._async.worker import AsyncWorker, FunctionDecorator, Handler
+from gearshift._sync.portal import Portal, PortalOwner, twin_arguments
+from gearshift.addresses import ServerAddress
 
 
 class Worker(PortalOwner, FunctionDecorator):
@@ -34,48 +25,10 @@ class Worker(PortalOwner, FunctionDecorator):
     Use it as a context manager, or call ``close()``: it owns a thread.
     """
 
-    def __init__(
-        self,
-        servers: ServersArg | None = None,
-        *,
-        client_id: str | None = None,
-        codec: Codec[Any] | str | None = None,
-        concurrency: int = 1,
-        executor: Executor = "thread",
-        grab: str = "uniq",
-        reconnect_backoff: tuple[float, float] = (0.1, 30.0),
-        shutdown_timeout: float = 30.0,
-        connect_timeout: float | None = 10.0,
-        keepalive: bool = True,
-        options: Iterable[str] = (),
-        tls: TLSArg = None,
-        on_startup: Callable[[], Any] | None = None,
-        on_shutdown: Callable[[], Any] | None = None,
-        before_job: Callable[[WorkerJob[Any]], Any] | None = None,
-        after_job: Callable[[WorkerJob[Any], str], Any] | None = None,
-        on_error: Callable[[BaseException], Any] | None = None,
-    ) -> None:
+    @twin_arguments(AsyncWorker)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._portal = Portal("gearshift-worker")
-        self._async: AsyncWorker = self._portal.call(
-            _make_worker,
-            servers,
-            client_id=client_id,
-            codec=codec,
-            concurrency=concurrency,
-            executor=executor,
-            grab=grab,
-            reconnect_backoff=reconnect_backoff,
-            shutdown_timeout=shutdown_timeout,
-            connect_timeout=connect_timeout,
-            keepalive=keepalive,
-            options=list(options),
-            tls=tls,
-            on_startup=on_startup,
-            on_shutdown=on_shutdown,
-            before_job=before_job,
-            after_job=after_job,
-            on_error=on_error,
-        )
+        self._async: AsyncWorker = self._build_twin(AsyncWorker, *args, **kwargs)
         self.servers = self._async.servers
 
     @property
@@ -139,8 +92,3 @@ class Worker(PortalOwner, FunctionDecorator):
         """Stop the worker (thread-safe); see AsyncWorker.stop."""
         if not self._portal.closed:
             self._portal.call(self._async.stop, graceful)
-
-
-async def _make_worker(servers: ServersArg | None, **kwargs: Any) -> AsyncWorker:
-    # Built on the portal's loop so its events and semaphore belong to that loop.
-    return AsyncWorker(servers, **kwargs)
