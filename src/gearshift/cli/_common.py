@@ -1,18 +1,23 @@
-"""Helpers shared by ``gearshift submit``, ``worker`` and ``admin``: servers, output, progress.
+"""Helpers shared by ``gearshift submit``, ``worker`` and ``admin``: flags, servers, output.
 
 Nothing here speaks the Gearman protocol; that is the libraries' job.  These helpers
-turn command-line host/port flags into server addresses, write raw bytes to stdout and
-stderr in the right order, and draw a one-line progress indicator on a terminal.
+parse the flags ``submit`` and ``worker`` share and run their common start (usage,
+pidfile), turn command-line host/port flags into server addresses, write raw bytes to
+stdout and stderr in the right order, and draw a one-line progress indicator on a
+terminal.
 """
 
 from __future__ import annotations
 
+import getopt
 import os
 import socket
 import ssl
 import sys
 import time
-from typing import IO, Final
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Final, Self, TypeVar
 
 from gearshift.addresses import DEFAULT_PORT, SERVERS_ENV, ServerAddress, parse_servers
 from gearshift.errors import ConfigError, ConnectError, GearmanError
@@ -24,6 +29,125 @@ DEFAULT_HOST: Final = "localhost"
 
 class UsageError(Exception):
     """A bad command line; the message is shown with the usage text."""
+
+
+@dataclass
+class JobOptions:
+    """The flags ``gearshift submit`` and ``gearshift worker`` share, as ``gearman``'s
+    client and worker modes do."""
+
+    functions: list[str] = field(default_factory=list)
+    host: str | None = None
+    port: str | None = None
+    per_line: bool = False
+    strip_newline: bool = False
+    pidfile: str | None = None
+    verbose: bool = False
+    help: bool = False
+    ssl: bool = False
+
+    def apply(self, opts: list[tuple[str, str]]) -> Self:
+        """Apply getopt's ``(flag, value)`` pairs in order: the shared flags here, the
+        others through ``own_flag``."""
+        for flag, value in opts:
+            if flag == "-f":
+                self.functions.append(value)
+            elif flag == "-h":
+                self.host = value
+            elif flag == "-p":
+                self.port = value
+            elif flag == "-n":
+                self.per_line = True
+            elif flag == "-N":
+                self.per_line = self.strip_newline = True
+            elif flag == "-i":
+                self.pidfile = value
+            elif flag == "-v":
+                self.verbose = True
+            elif flag in ("-H", "--help"):
+                self.help = True
+            elif flag == "-S":
+                self.ssl = True
+            else:
+                self.own_flag(flag, value)
+        return self
+
+    def own_flag(self, flag: str, value: str) -> None:
+        """Apply a flag only one of the commands has (each command's subclass)."""
+
+    def own_check(self) -> None:
+        """Refuse what only one of the commands cannot run (each command's subclass).
+
+        Raises:
+            UsageError: what it refuses.
+        """
+
+
+OptionsT = TypeVar("OptionsT", bound=JobOptions)
+
+
+def job_main(
+    name: str,
+    usage: str,
+    argv: list[str],
+    parse: Callable[[list[str]], OptionsT],
+    serve: Callable[[OptionsT, list[ServerAddress], ssl.SSLContext | None], int],
+) -> int:
+    """``gearshift submit`` and ``worker``: parse and check the flags, then ``serve``
+    with the servers and TLS context they name, while the ``-i`` pidfile exists.
+
+    ``-H`` prints ``usage`` and returns 0; a usage error prints it after the error and
+    returns 1.  Otherwise ``serve``'s exit status is returned.
+    """
+    try:
+        o = parse(argv)
+        if o.help:
+            write_out(usage.encode())
+            return 0
+        if not o.functions:
+            raise UsageError("No Functions were provided")
+        o.own_check()
+        servers = resolve_servers(o.host, o.port)
+        tls = tls_context(o.ssl)
+    except UsageError as exc:
+        write_err(f"gearshift {name}: {exc}\n\n{usage}".encode())
+        return 1
+    cleanup = write_pidfile(o.pidfile) if o.pidfile else None
+    try:
+        return serve(o, servers, tls)
+    finally:
+        if cleanup is not None:
+            cleanup()
+
+
+def getopt_flags(
+    argv: list[str], short: str, long: list[str], *, gnu: bool
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """``getopt`` (``gnu``: GNU getopt, where options may follow the arguments).
+
+    Raises:
+        UsageError: an unknown flag, a missing or malformed value.
+    """
+    try:
+        if gnu:
+            return getopt.gnu_getopt(argv, short, long)
+        return getopt.getopt(argv, short, long)
+    except getopt.GetoptError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def write_pidfile(path: str) -> Callable[[], None]:
+    """Write this process's id to ``path``; return what removes the file again."""
+    with open(path, "w") as f:
+        f.write(f"{os.getpid()}\n")
+
+    def remove() -> None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+    return remove
 
 
 def _has_port(entry: str) -> bool:

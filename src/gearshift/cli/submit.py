@@ -16,7 +16,6 @@ how many lines are in flight in either mode; output stays in input order).
 from __future__ import annotations
 
 import asyncio
-import getopt
 import logging
 import os
 import ssl
@@ -28,11 +27,12 @@ from typing import BinaryIO
 
 from gearshift import AsyncClient, JobException, JobFailed, Priority, ServerAddress
 from gearshift.cli._common import (
+    JobOptions,
     Progress,
     UsageError,
     describe_error,
-    resolve_servers,
-    tls_context,
+    getopt_flags,
+    job_main,
     write_err,
     write_out,
 )
@@ -78,27 +78,40 @@ LONG_OPTS = ["help", "jobs="]
 
 
 @dataclass
-class SubmitOptions:
+class SubmitOptions(JobOptions):
     """What the command line asked for."""
 
-    functions: list[str] = field(default_factory=list)
-    host: str | None = None
-    port: str | None = None
     background: bool = False
     priority: Priority = Priority.NORMAL
-    per_line: bool = False
-    strip_newline: bool = False
     prefix: bool = False
     no_input: bool = False
     unique: str | None = None
     timeout: float | None = None
-    pidfile: str | None = None
-    verbose: bool = False
     worker_mode: bool = False
-    help: bool = False
-    ssl: bool = False
     jobs: int | None = None
     data: list[str] = field(default_factory=list)
+
+    def own_flag(self, flag: str, value: str) -> None:
+        if flag == "-b":
+            self.background = True
+        elif flag == "-I":
+            self.priority = Priority.HIGH
+        elif flag == "-L":
+            self.priority = Priority.LOW
+        elif flag == "-P":
+            self.prefix = True
+        elif flag == "-s":
+            self.no_input = True
+        elif flag == "-u":
+            self.unique = value
+        elif flag == "-t":
+            self.timeout = _timeout_ms(value)
+        elif flag == "-w":
+            self.worker_mode = True
+        elif flag in ("-j", "--jobs"):
+            self.jobs = _positive(flag, value)
+        # -c and -d (worker mode's count and daemon) mean nothing to a client; gearman
+        # accepts them, and so does this.
 
 
 def parse_args(argv: list[str]) -> SubmitOptions:
@@ -107,52 +120,8 @@ def parse_args(argv: list[str]) -> SubmitOptions:
     Raises:
         UsageError: an unknown flag, a missing or malformed value.
     """
-    try:
-        opts, rest = getopt.gnu_getopt(argv, SHORT_OPTS, LONG_OPTS)
-    except getopt.GetoptError as exc:
-        raise UsageError(str(exc)) from None
-    o = SubmitOptions(data=rest)
-    for flag, value in opts:
-        if flag == "-b":
-            o.background = True
-        elif flag == "-f":
-            o.functions.append(value)
-        elif flag == "-h":
-            o.host = value
-        elif flag == "-p":
-            o.port = value
-        elif flag == "-I":
-            o.priority = Priority.HIGH
-        elif flag == "-L":
-            o.priority = Priority.LOW
-        elif flag == "-n":
-            o.per_line = True
-        elif flag == "-N":
-            o.per_line = o.strip_newline = True
-        elif flag == "-P":
-            o.prefix = True
-        elif flag == "-s":
-            o.no_input = True
-        elif flag == "-u":
-            o.unique = value
-        elif flag == "-t":
-            o.timeout = _timeout_ms(value)
-        elif flag == "-i":
-            o.pidfile = value
-        elif flag == "-v":
-            o.verbose = True
-        elif flag == "-w":
-            o.worker_mode = True
-        elif flag in ("-H", "--help"):
-            o.help = True
-        elif flag == "-S":
-            o.ssl = True
-        elif flag in ("-j", "--jobs"):
-            o.jobs = _positive(flag, value)
-        elif flag in ("-c", "-d"):
-            # Worker-mode count / daemon flags: meaningless for a client, accepted as gearman does.
-            pass
-    return o
+    opts, rest = getopt_flags(argv, SHORT_OPTS, LONG_OPTS, gnu=True)
+    return SubmitOptions(data=rest).apply(opts)
 
 
 def _positive(flag: str, value: str) -> int:
@@ -386,19 +355,6 @@ async def _per_line(
     return ok
 
 
-def _write_pidfile(path: str) -> Callable[[], None]:
-    with open(path, "w") as f:
-        f.write(f"{os.getpid()}\n")
-
-    def remove() -> None:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
-    return remove
-
-
 def main(argv: list[str]) -> int:
     """Run ``gearshift submit``; returns the exit status."""
     options = argv[: argv.index("--")] if "--" in argv else argv
@@ -407,23 +363,11 @@ def main(argv: list[str]) -> int:
         from gearshift.cli import worker
 
         return worker.main(argv)
-    try:
-        o = parse_args(argv)
-        if o.help:
-            write_out(USAGE.encode())
-            return 0
-        if not o.functions:
-            raise UsageError("No Functions were provided")
-        servers = resolve_servers(o.host, o.port)
-        tls = tls_context(o.ssl)
-    except UsageError as exc:
-        write_err(f"gearshift submit: {exc}\n\n{USAGE}".encode())
-        return 1
-    cleanup = _write_pidfile(o.pidfile) if o.pidfile else None
+    return job_main("submit", USAGE, argv, parse_args, _serve)
+
+
+def _serve(o: SubmitOptions, servers: list[ServerAddress], tls: ssl.SSLContext | None) -> int:
     try:
         return asyncio.run(run(o, servers, tls))
     except KeyboardInterrupt:
         return 130
-    finally:
-        if cleanup is not None:
-            cleanup()

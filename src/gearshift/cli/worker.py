@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getopt
 import logging
-import os
 import shutil
 import signal
 import ssl
@@ -26,9 +24,10 @@ from dataclasses import dataclass, field
 
 from gearshift import AsyncWorker, ServerAddress, WorkerJob
 from gearshift.cli._common import (
+    JobOptions,
     UsageError,
-    resolve_servers,
-    tls_context,
+    getopt_flags,
+    job_main,
     write_err,
     write_out,
 )
@@ -66,23 +65,30 @@ LONG_OPTS = ["help", "concurrency=", "client-id="]
 
 
 @dataclass
-class WorkerOptions:
+class WorkerOptions(JobOptions):
     """What the command line asked for."""
 
-    functions: list[str] = field(default_factory=list)
-    host: str | None = None
-    port: str | None = None
     count: int = 0
-    per_line: bool = False
-    strip_newline: bool = False
     timeout: float | None = None
-    pidfile: str | None = None
-    verbose: bool = False
     concurrency: int = 1
     client_id: str | None = None
-    help: bool = False
-    ssl: bool = False
     command: list[str] = field(default_factory=list)
+
+    def own_flag(self, flag: str, value: str) -> None:
+        if flag == "-c":
+            self.count = _int("-c", value, 0)
+        elif flag == "-t":
+            ms = _int("-t", value, -1)
+            self.timeout = ms / 1000.0 if ms > 0 else None
+        elif flag == "--concurrency":
+            self.concurrency = _int("--concurrency", value, 1)
+        elif flag == "--client-id":
+            self.client_id = value
+        # -w (worker mode) and -d (daemon, not offered) need no action.
+
+    def own_check(self) -> None:
+        if self.command and shutil.which(self.command[0]) is None:
+            raise UsageError(f"command not found: {self.command[0]}")
 
 
 def _int(flag: str, value: str, minimum: int) -> int:
@@ -101,41 +107,8 @@ def parse_args(argv: list[str]) -> WorkerOptions:
     Raises:
         UsageError: an unknown flag, a missing or malformed value.
     """
-    try:
-        opts, rest = getopt.getopt(argv, SHORT_OPTS, LONG_OPTS)
-    except getopt.GetoptError as exc:
-        raise UsageError(str(exc)) from None
-    o = WorkerOptions(command=rest)
-    for flag, value in opts:
-        if flag == "-f":
-            o.functions.append(value)
-        elif flag == "-h":
-            o.host = value
-        elif flag == "-p":
-            o.port = value
-        elif flag == "-c":
-            o.count = _int("-c", value, 0)
-        elif flag == "-n":
-            o.per_line = True
-        elif flag == "-N":
-            o.per_line = o.strip_newline = True
-        elif flag == "-t":
-            ms = _int("-t", value, -1)
-            o.timeout = ms / 1000.0 if ms > 0 else None
-        elif flag == "-i":
-            o.pidfile = value
-        elif flag == "-v":
-            o.verbose = True
-        elif flag in ("-H", "--help"):
-            o.help = True
-        elif flag == "--concurrency":
-            o.concurrency = _int("--concurrency", value, 1)
-        elif flag == "--client-id":
-            o.client_id = value
-        elif flag == "-S":
-            o.ssl = True
-        # -w (worker mode) and -d (daemon, not offered) need no action.
-    return o
+    opts, rest = getopt_flags(argv, SHORT_OPTS, LONG_OPTS, gnu=False)
+    return WorkerOptions(command=rest).apply(opts)
 
 
 class CommandRunner:
@@ -282,26 +255,12 @@ async def run(
 
 def main(argv: list[str]) -> int:
     """Run ``gearshift worker``; returns the exit status."""
-    try:
-        o = parse_args(argv)
-        if o.help:
-            write_out(USAGE.encode())
-            return 0
-        if not o.functions:
-            raise UsageError("No Functions were provided")
-        if o.command and shutil.which(o.command[0]) is None:
-            raise UsageError(f"command not found: {o.command[0]}")
-        servers = resolve_servers(o.host, o.port)
-        tls = tls_context(o.ssl)
-    except UsageError as exc:
-        write_err(f"gearshift worker: {exc}\n\n{USAGE}".encode())
-        return 1
+    return job_main("worker", USAGE, argv, parse_args, _serve)
+
+
+def _serve(o: WorkerOptions, servers: list[ServerAddress], tls: ssl.SSLContext | None) -> int:
     if o.verbose:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    pidfile = o.pidfile
-    if pidfile:
-        with open(pidfile, "w") as f:
-            f.write(f"{os.getpid()}\n")
     try:
         return asyncio.run(run(o, servers, tls))
     except GearmanError as exc:
@@ -309,7 +268,3 @@ def main(argv: list[str]) -> int:
         return 1
     except KeyboardInterrupt:
         return 0
-    finally:
-        if pidfile:
-            with contextlib.suppress(OSError):
-                os.unlink(pidfile)
