@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qs, quote, unquote, urlsplit, urlunsplit
 
 from gearshift.errors import ConfigError
 from gearshift.records import ClusterSettings, StoredJob
@@ -180,6 +180,20 @@ def _refuse_cluster(kind: str, options: Mapping[str, str], query: Mapping[str, s
         )
 
 
+def _unshared_url(
+    kind: str, url: str, options: Mapping[str, str]
+) -> tuple[SplitResult, dict[str, str]]:
+    """The parts and the query of the URL of a store that cannot be shared as a cluster.
+
+    Raises:
+        ConfigError: the URL or the flags carry cluster settings.
+    """
+    parts = urlsplit(url)
+    q = _query(parts)
+    _refuse_cluster(kind, options, q)
+    return parts, q
+
+
 def _sqlite_from_url(url: str, options: Mapping[str, str]) -> Store:
     from gearshift.store.sqlite import SqliteStore
 
@@ -244,9 +258,7 @@ def _postgres_from_url(url: str, options: Mapping[str, str]) -> Store:
 
 
 def _redis_from_url(url: str, options: Mapping[str, str]) -> Store:
-    parts = urlsplit(url)
-    q = _query(parts)
-    _refuse_cluster("redis", options, q)
+    parts, q = _unshared_url("redis", url, options)
     mod = _module("redis")
     prefix = q.pop("prefix", "_gear_")
     query = "&".join(f"{k}={v}" for k, v in q.items())
@@ -257,9 +269,7 @@ def _redis_from_url(url: str, options: Mapping[str, str]) -> Store:
 
 
 def _mysql_from_url(url: str, options: Mapping[str, str]) -> Store:
-    parts = urlsplit(url)
-    q = _query(parts)
-    _refuse_cluster("mysql", options, q)
+    parts, q = _unshared_url("mysql", url, options)
     mod = _module("mysql")
     _no_unknown(q, {"table", "connect_timeout"}, url)
     store: Store = mod.MysqlStore(

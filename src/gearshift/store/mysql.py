@@ -107,7 +107,6 @@ class MysqlStore(GroupCommitStore[MysqlRow]):
     """
 
     name = "mysql"
-    commit_timeout = 30.0
 
     def __init__(
         self,

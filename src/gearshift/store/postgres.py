@@ -109,7 +109,6 @@ class PostgresStore(GroupCommitStore[PgRow]):
     """
 
     name = "postgres"
-    commit_timeout = 30.0
 
     def __init__(
         self,

@@ -109,7 +109,6 @@ class RedisStore(GroupCommitStore[RedisRow]):
     """
 
     name = "redis"
-    commit_timeout = 30.0
 
     def __init__(self, url: str, *, prefix: str = "_gear_", connect_timeout: float = 5.0) -> None:
         super().__init__()
