@@ -250,6 +250,44 @@ def read_config_file(path: str) -> list[str]:
     return words
 
 
+#: Settings that take the value of the flag of the same name (a switch, or an option
+#: whose setting defaults to None).
+_COPIED = (
+    "daemon",
+    "pid_file",
+    "round_robin",
+    "exceptions",
+    "keepalive",
+    "user",
+    "syslog",
+    "coredump",
+    "protocol",
+    "ssl",
+    "http_listen",
+    "config",
+)
+#: Settings the flag of the same name changes only when it is given; otherwise they keep
+#: their default.
+_GIVEN = (
+    "listen",
+    "backlog",
+    "log_file",
+    "job_retries",
+    "worker_wakeup",
+    "worker_wakeup_delay",
+    "drain_timeout",
+    "keepalive_idle",
+    "keepalive_interval",
+    "keepalive_count",
+    "verbose",
+    "threads",
+    "file_descriptors",
+    "hashtable_buckets",
+    "http_port",
+    "max_packet_size",
+)
+
+
 @dataclass
 class ParsedArgs:
     """The command line's result: a config plus the CLI-only switches."""
@@ -284,14 +322,12 @@ def parse_args(argv: list[str]) -> ParsedArgs:
         cfg.port = ns.port
     elif os.environ.get("GEARMAND_PORT", "").isdigit():
         cfg.port = int(os.environ["GEARMAND_PORT"])
-    if ns.listen is not None:
-        cfg.listen = ns.listen
-    if ns.backlog is not None:
-        cfg.backlog = ns.backlog
-    cfg.daemon = ns.daemon
-    cfg.pid_file = ns.pid_file
-    if ns.log_file is not None:
-        cfg.log_file = ns.log_file
+    for name in _COPIED:
+        setattr(cfg, name, getattr(ns, name))
+    for name in _GIVEN:
+        value = getattr(ns, name)
+        if value is not None:
+            setattr(cfg, name, value)
     if ns.queue_type is not None and ns.queue_url is not None:
         raise ConfigError("give either -q/--queue-type or --queue, not both")
     cfg.queue_type = ns.queue_url if ns.queue_url is not None else ns.queue_type
@@ -304,51 +340,17 @@ def parse_args(argv: list[str]) -> ParsedArgs:
         if getattr(ns, "q_" + name.replace("-", "_")):
             options[name] = "true"
     cfg.queue_options = options
-    if ns.job_retries is not None:
-        cfg.job_retries = ns.job_retries
-    if ns.worker_wakeup is not None:
-        cfg.worker_wakeup = ns.worker_wakeup
-    if ns.worker_wakeup_delay is not None:
-        cfg.worker_wakeup_delay = ns.worker_wakeup_delay
-    if ns.drain_timeout is not None:
-        cfg.drain_timeout = ns.drain_timeout
-    cfg.round_robin = ns.round_robin
     if ns.job_handle_prefix is not None:
         cfg.handle_prefix = ns.job_handle_prefix
-    cfg.exceptions = ns.exceptions
-    cfg.keepalive = ns.keepalive
-    for name in ("keepalive_idle", "keepalive_interval", "keepalive_count"):
-        value = getattr(ns, name)
-        if value is not None:
-            setattr(cfg, name, value)
-    if ns.verbose is not None:
-        cfg.verbose = ns.verbose
-    if ns.threads is not None:
-        cfg.threads = ns.threads
-    cfg.user = ns.user
-    if ns.file_descriptors is not None:
-        cfg.file_descriptors = ns.file_descriptors
-    if ns.hashtable_buckets is not None:
-        cfg.hashtable_buckets = ns.hashtable_buckets
-    cfg.syslog = ns.syslog
-    cfg.coredump = ns.coredump
-    cfg.protocol = ns.protocol
-    if ns.http_port is not None:
-        cfg.http_port = ns.http_port
-    cfg.ssl = ns.ssl
     cfg.ssl_ca_file = ns.ssl_ca_file or os.environ.get("GEARMAND_CA_CERTIFICATE")
     cfg.ssl_certificate = ns.ssl_certificate or os.environ.get("GEARMAND_SERVER_PEM")
     cfg.ssl_key = ns.ssl_key or os.environ.get("GEARMAND_SERVER_KEY")
-    if ns.max_packet_size is not None:
-        cfg.max_packet_size = ns.max_packet_size
     if ns.idle_timeout is not None:
         cfg.idle_timeout = ns.idle_timeout if ns.idle_timeout > 0 else None
     if ns.max_connections is not None:
         cfg.max_connections = max(0, ns.max_connections)
     cfg.config_file = config_file
-    cfg.config = ns.config
     cfg.http = ns.http_port is not None or (ns.protocol or "").lower() == "http"
-    cfg.http_listen = ns.http_listen
     if access is not None:
         cfg.access = access
     cfg.__post_init__()
