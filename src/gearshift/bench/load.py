@@ -371,6 +371,20 @@ class _Client(_Conn):
         self.pending.append(now)
         self.inflight += 1
 
+    def start(self) -> None:
+        """On the go signal: the first ``pipeline`` submits, as ``next`` allows them."""
+        out: list[bytes] = []
+        now = time.monotonic()
+        for _ in range(self.g.spec.pipeline):
+            self.next(out, now)
+        if out:
+            assert self.transport is not None
+            self.transport.writelines(out)
+
+    @abc.abstractmethod
+    def next(self, out: list[bytes], now: float) -> None:
+        """Submit the next job(s) if the run is not over."""
+
     def handle_error(self, p: Packet, out: list[bytes], now: float) -> None:
         # An ERROR answers a submit in place of JOB_CREATED.
         self.g.fail(f"ERROR {p.args[0]!r} {p.args[1]!r}")
@@ -379,23 +393,11 @@ class _Client(_Conn):
             self.inflight -= 1
             self.next(out, now)
 
-    @abc.abstractmethod
-    def next(self, out: list[bytes], now: float) -> None:
-        """Submit the next job(s) if the run is not over."""
-
 
 class _FgClient(_Client):
     def __init__(self, group: _Group, index: int) -> None:
         super().__init__(group, index)
         self.running: dict[bytes, float] = {}
-
-    def start(self) -> None:
-        out: list[bytes] = []
-        now = time.monotonic()
-        for _ in range(self.g.spec.pipeline):
-            self.submit(out, now)
-        assert self.transport is not None
-        self.transport.writelines(out)
 
     def done(self) -> bool:
         return self.inflight == 0
@@ -448,16 +450,6 @@ class _BgClient(_Client):
         # This connection's share of the process's jobs.
         share, extra = divmod(spec.jobs, spec.connections)
         self.remaining = share + (1 if index < extra else 0)
-
-    def start(self) -> None:
-        out: list[bytes] = []
-        now = time.monotonic()
-        for _ in range(min(self.g.spec.pipeline, self.remaining)):
-            self.remaining -= 1
-            self.submit(out, now)
-        if out:
-            assert self.transport is not None
-            self.transport.writelines(out)
 
     def done(self) -> bool:
         return self.inflight == 0 and (self.remaining == 0 or self.g.stopping)
