@@ -1,4 +1,4 @@
-"""``async with`` for the asyncio classes that end with ``aclose()``."""
+"""``async with`` for the asyncio classes that end with ``aclose()`` (the worker: ``stop()``)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,18 @@ from typing import Self
 
 
 class AsyncClosing(ABC):
-    """``async with obj:`` returns ``obj`` and awaits ``obj.aclose()`` on the way out."""
+    """``async with obj:`` returns ``obj`` and awaits ``obj.aclose()`` on the way out
+    (or what a subclass's ``_on_exit`` does instead)."""
 
     __slots__ = ()
 
     @abstractmethod
     async def aclose(self) -> None:
         """Close every connection; the object cannot be used afterwards."""
+
+    async def _on_exit(self) -> None:
+        """What leaving the ``async with`` block awaits: ``aclose()``."""
+        await self.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -25,4 +30,4 @@ class AsyncClosing(ABC):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        await self._on_exit()

@@ -34,9 +34,9 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
+from gearshift._async.closing import AsyncClosing
 from gearshift._async.connection import Attached, Connection, Request, connect
 from gearshift._async.threads import DaemonThreadPool
 from gearshift.addresses import ServerAddress, ServersArg, parse_servers
@@ -304,7 +304,7 @@ class FunctionDecorator:
         return decorate
 
 
-class AsyncWorker(FunctionDecorator):
+class AsyncWorker(FunctionDecorator, AsyncClosing):
     """Registers functions and runs jobs from every configured server.
 
     Args:
@@ -400,15 +400,8 @@ class AsyncWorker(FunctionDecorator):
         self._grabs_in_flight = 0
         self.jobs_done = 0
 
-    async def __aenter__(self) -> AsyncWorker:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def _on_exit(self) -> None:
+        # Leaving ``async with`` stops gracefully: running jobs may finish.
         await self.stop()
 
     # -- registration ---------------------------------------------------------------------
