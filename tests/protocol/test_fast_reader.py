@@ -237,3 +237,28 @@ def test_submit_layouts_match_the_packet_layouts() -> None:
     assert len(SUBMIT_TYPES) == 6
     for (priority, background), ptype in SUBMIT_TYPES.items():
         assert SUBMITS[ptype][:2] == (priority, background)
+
+
+def test_large_packets_in_pieces_come_out_whole_and_in_order() -> None:
+    # Two 1 MiB packets fed in 64 KiB pieces, the second starting mid-piece: a large
+    # packet completed in the buffer is taken from it with one copy of its payload,
+    # and what follows it is read on as usual.
+    payload = bytes(range(256)) * 4096
+    stream = (
+        encode_response(PacketType.WORK_COMPLETE, b"H:x:1", payload)
+        + encode_response(PacketType.JOB_ASSIGN, b"H:x:2", b"f", payload[::-1])
+        + encode_response(PacketType.NOOP)
+    )
+    d = Decoder(allow_admin=False)
+    out = []
+    for i in range(0, len(stream), 65536):
+        out += d.feed(stream[i : i + 65536])
+    assert [p.type for p in out] == [
+        PacketType.WORK_COMPLETE,
+        PacketType.JOB_ASSIGN,
+        PacketType.NOOP,
+    ]
+    assert out[0].args == (b"H:x:1", payload)
+    assert out[1].args == (b"H:x:2", b"f", payload[::-1])
+    assert all(type(a) is bytes for p in out for a in p.args)
+    assert d.buffered == 0

@@ -313,8 +313,17 @@ class PacketReader:
             if not need and b"\n" not in data and len(buf) < self.line_limit:
                 # Still inside an admin line (the parse below refuses one too long).
                 return
-            data = bytes(buf)
-            buf.clear()
+            full = HEADER_SIZE + _unpack_header(buf, 0)[2] if need > HEADER_SIZE else 0
+            if full > self.plain_limit + HEADER_SIZE and len(buf) >= full:
+                # A large packet is complete in the buffer: its payload is copied out
+                # once, not joined into a bytes object and then sliced (two copies of
+                # every large payload; fresh pages make each copy dear).
+                data = self._large_from_buffer(buf, full)
+                if not data or (self.collect is None and self.owner.closed):
+                    return
+            else:
+                data = bytes(buf)
+                buf.clear()
         collect = self.collect
         owner = self.owner
         counts = self.counts
@@ -351,6 +360,20 @@ class PacketReader:
                 if stop > end:
                     self._partial_large(data, pos, end, stop, ptype, magic == REQ, split)
                     return
+                if split is not None:
+                    # Complete, its leading arguments found: the payload is sliced out
+                    # once (a split of the body would copy it twice).
+                    heads, at = split
+                    pos = stop
+                    heads.append(data[at:stop])
+                    if collect is not None:
+                        collect.append(_new_packet(Packet, (ptype, tuple(heads), magic == REQ)))
+                        continue
+                    counts[ptype] += 1
+                    (self.requests if magic == REQ else self.responses)[ptype](owner, heads)  # type: ignore[index]
+                    if owner.closed:
+                        return
+                    continue
             elif stop > end:
                 buf += memoryview(data)[pos:]
                 self.need = stop - pos
@@ -374,6 +397,26 @@ class PacketReader:
             (self.requests if magic == REQ else self.responses)[ptype](owner, args)  # type: ignore[index]
             if owner.closed:
                 return
+
+    def _large_from_buffer(self, buf: bytearray, stop: int) -> bytes:
+        """Deliver the large packet that fills ``buf[:stop]``; return what follows it."""
+        magic, ptype, size = _unpack_header(buf, 0)
+        split = leading_args(buf, ptype, size, HEADER_SIZE, stop)
+        if split is None:
+            argc = ARGC[ptype]
+            raise MalformedPacket(f"{PacketType(ptype).name} needs {argc} arguments")
+        heads, at = split
+        with memoryview(buf) as view:
+            heads.append(bytes(view[at:stop]))
+            rest = bytes(view[stop:])
+        buf.clear()
+        collect = self.collect
+        if collect is not None:
+            collect.append(_new_packet(Packet, (ptype, tuple(heads), magic == REQ)))
+        else:
+            self.counts[ptype] += 1
+            (self.requests if magic == REQ else self.responses)[ptype](self.owner, heads)  # type: ignore[index]
+        return rest
 
     def _line(self, data: bytes, pos: int, end: int) -> int:
         """The admin line at ``pos``: where the next message starts, or -1 to stop."""
